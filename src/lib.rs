@@ -1,0 +1,2 @@
+//! syncpeer: one connection to a remote peer, driven by plain OS threads.
+#![deny(missing_docs)]
