@@ -1,0 +1,659 @@
+//! The messages of Aptos messaging v1 and their BCS layout, byte by byte.
+//!
+//! This file owns the message types and their strict encoding and decoding. It knows nothing
+//! of frames (see `codec.rs` for the length prefix) nor of fragmentation (see `stream.rs`).
+//!
+//! # Wire layout (BCS)
+//!
+//! Enum variants are written as their declaration position in ULEB128, integers little-endian,
+//! byte strings as a ULEB128 length followed by the bytes. Decoding is strict: a ULEB128 must be
+//! canonical (no redundant `0x80` continuation groups), an unknown variant is an error, and every
+//! byte of the input must be consumed.
+//!
+//! | Message | Bytes |
+//! |---|---|
+//! | `MultiplexMessage::Message(m)` | `00` ‖ NetworkMessage |
+//! | `MultiplexMessage::Stream(s)` | `01` ‖ StreamMessage |
+//! | `NetworkMessage::Error(e)` | `00` ‖ ErrorCode |
+//! | `NetworkMessage::RpcRequest` | `01` ‖ protocol_id (ULEB) ‖ request_id (u32 LE) ‖ priority (u8) ‖ len ‖ bytes |
+//! | `NetworkMessage::RpcResponse` | `02` ‖ request_id (u32 LE) ‖ priority (u8) ‖ len ‖ bytes |
+//! | `NetworkMessage::DirectSendMsg` | `03` ‖ protocol_id (ULEB) ‖ priority (u8) ‖ len ‖ bytes |
+//! | `ErrorCode::ParsingError{message, protocol}` | `00` ‖ u8 ‖ u8 |
+//! | `ErrorCode::NotSupported(kind, protocol)` | `01` ‖ (`00` RpcRequest, `01` DirectSendMsg) ‖ protocol_id |
+//! | `StreamMessage::Header{request_id, num_fragments, message}` | `00` ‖ u32 LE ‖ u8 ‖ NetworkMessage |
+//! | `StreamMessage::Fragment{request_id, fragment_id, raw_data}` | `01` ‖ u32 LE ‖ u8 ‖ len ‖ bytes |
+//!
+//! `ProtocolId` is an enum in the original, so its byte is a variant index written as ULEB128;
+//! here it is an open `u8` so applications can name their own protocols. Values up to 127 take
+//! one byte, exactly as the original's 29 protocols do; a decoded index above 255 is an error.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes};
+
+/// Identifies an application protocol carried over the connection (`ConsensusRpcBcs` is 0,
+/// `MempoolDirectSend` is 2, and so on in the original's numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProtocolId(pub u8);
+
+impl fmt::Display for ProtocolId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "protocol {}", self.0)
+    }
+}
+
+/// The id of an RPC request, chosen by the requester (per connection, from 0, wrapping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u32);
+
+/// The id of a streamed (fragmented) message, from its own per-connection counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u32);
+
+/// The original's message priority byte; always sent as 0 and ignored on receipt.
+pub type Priority = u8;
+
+/// The top-level message of a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MultiplexMessage {
+    /// A whole message.
+    Message(NetworkMessage),
+    /// A piece of a message too large for one frame.
+    Stream(StreamMessage),
+}
+
+/// A message as the application protocols see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkMessage {
+    /// The remote could not handle something we sent.
+    Error(ErrorCode),
+    /// A request that expects one response.
+    RpcRequest(RpcRequest),
+    /// The response to an earlier request.
+    RpcResponse(RpcResponse),
+    /// A one-way message.
+    DirectSendMsg(DirectSendMsg),
+}
+
+/// An RPC request (field order is the wire order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcRequest {
+    /// Which protocol handles the request.
+    pub protocol_id: ProtocolId,
+    /// Echoed in the response.
+    pub request_id: RequestId,
+    /// Always 0.
+    pub priority: Priority,
+    /// The request body.
+    pub raw_request: Bytes,
+}
+
+/// An RPC response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcResponse {
+    /// The id of the request this answers.
+    pub request_id: RequestId,
+    /// Copied from the request.
+    pub priority: Priority,
+    /// The response body.
+    pub raw_response: Bytes,
+}
+
+/// A one-way message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectSendMsg {
+    /// Which protocol handles the message.
+    pub protocol_id: ProtocolId,
+    /// Always 0.
+    pub priority: Priority,
+    /// The message body.
+    pub raw_msg: Bytes,
+}
+
+/// What went wrong, as reported to the remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A frame could not be decoded. The two bytes are the first two bytes of the frame (the
+    /// field names are the original's legacy names).
+    ParsingError {
+        /// First byte of the undecodable frame, or 0.
+        message: u8,
+        /// Second byte of the undecodable frame, or 0.
+        protocol: u8,
+    },
+    /// The protocol is not supported for that kind of message. Defined on the wire; the
+    /// original never sends it, and neither does syncpeer.
+    NotSupported(NotSupportedKind, ProtocolId),
+}
+
+/// The kind of message named by [`ErrorCode::NotSupported`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSupportedKind {
+    /// An RPC request.
+    RpcRequest,
+    /// A direct send.
+    DirectSendMsg,
+}
+
+/// A piece of a streamed message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamMessage {
+    /// Opens a stream: the message with the first part of its payload.
+    Header(StreamHeader),
+    /// The next part of the payload.
+    Fragment(StreamFragment),
+}
+
+/// Opens a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The stream's id (the original calls it `request_id`).
+    pub request_id: StreamId,
+    /// How many fragments follow the header.
+    pub num_fragments: u8,
+    /// The message, carrying the first part of the payload.
+    pub message: NetworkMessage,
+}
+
+/// One fragment of a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamFragment {
+    /// The stream's id.
+    pub request_id: StreamId,
+    /// Numbered from 1.
+    pub fragment_id: u8,
+    /// This fragment's part of the payload.
+    pub raw_data: Bytes,
+}
+
+impl NetworkMessage {
+    /// The payload length (0 for `Error`).
+    pub fn data_len(&self) -> usize {
+        match self {
+            NetworkMessage::Error(_) => 0,
+            NetworkMessage::RpcRequest(r) => r.raw_request.len(),
+            NetworkMessage::RpcResponse(r) => r.raw_response.len(),
+            NetworkMessage::DirectSendMsg(m) => m.raw_msg.len(),
+        }
+    }
+
+    /// The payload (empty for `Error`).
+    pub fn data(&self) -> &Bytes {
+        static EMPTY: Bytes = Bytes::new();
+        match self {
+            NetworkMessage::Error(_) => &EMPTY,
+            NetworkMessage::RpcRequest(r) => &r.raw_request,
+            NetworkMessage::RpcResponse(r) => &r.raw_response,
+            NetworkMessage::DirectSendMsg(m) => &m.raw_msg,
+        }
+    }
+
+    /// Replaces the payload, returning the old one (an `Error` has none and is unchanged).
+    pub(crate) fn replace_data(&mut self, data: Bytes) -> Bytes {
+        match self {
+            NetworkMessage::Error(_) => Bytes::new(),
+            NetworkMessage::RpcRequest(r) => std::mem::replace(&mut r.raw_request, data),
+            NetworkMessage::RpcResponse(r) => std::mem::replace(&mut r.raw_response, data),
+            NetworkMessage::DirectSendMsg(m) => std::mem::replace(&mut m.raw_msg, data),
+        }
+    }
+}
+
+/// Why bytes did not decode as a message. Each variant names the condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The input ended inside a field.
+    Truncated,
+    /// A ULEB128 used more bytes than needed, or overflowed 32 bits.
+    NonCanonicalUleb,
+    /// An enum variant index this version does not know.
+    UnknownVariant {
+        /// Which enum.
+        kind: &'static str,
+        /// The index read.
+        index: u32,
+    },
+    /// A protocol id above 255.
+    ProtocolOutOfRange(u32),
+    /// Bytes were left after the message.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("message truncated"),
+            DecodeError::NonCanonicalUleb => f.write_str("non-canonical uleb128"),
+            DecodeError::UnknownVariant { kind, index } => {
+                write!(f, "unknown {kind} variant {index}")
+            }
+            DecodeError::ProtocolOutOfRange(v) => write!(f, "protocol id {v} out of range"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} trailing bytes after message"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Number of bytes the ULEB128 form of `v` takes.
+pub(crate) fn uleb_len(mut v: u32) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_uleb(out: &mut impl BufMut, mut v: u32) {
+    while v >= 0x80 {
+        out.put_u8((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+/// Writes a byte string's length and, if `with_data`, its bytes (payloads are always the last
+/// field, so leaving them out yields the head of a frame for a vectored write).
+fn put_bytes(out: &mut impl BufMut, b: &[u8], with_data: bool) {
+    // Lengths are bounded by max_frame_size (validated to fit in u32) before encoding.
+    put_uleb(out, b.len() as u32);
+    if with_data {
+        out.put_slice(b);
+    }
+}
+
+impl MultiplexMessage {
+    /// Exact number of bytes [`MultiplexMessage::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        1 + match self {
+            MultiplexMessage::Message(m) => m.encoded_len(),
+            MultiplexMessage::Stream(StreamMessage::Header(h)) => 1 + 4 + 1 + h.message.encoded_len(),
+            MultiplexMessage::Stream(StreamMessage::Fragment(f)) => {
+                1 + 4 + 1 + bytes_len(&f.raw_data)
+            }
+        }
+    }
+
+    /// Appends the BCS bytes of this message.
+    pub fn encode(&self, out: &mut impl BufMut) {
+        self.encode_with(out, true);
+    }
+
+    /// Appends every byte but the payload's (which is always last): write
+    /// [`payload`](MultiplexMessage::payload) after it to complete the message.
+    pub fn encode_head(&self, out: &mut impl BufMut) {
+        self.encode_with(out, false);
+    }
+
+    /// The payload bytes, which are the message's last bytes on the wire.
+    pub fn payload(&self) -> &Bytes {
+        match self {
+            MultiplexMessage::Message(m) => m.data(),
+            MultiplexMessage::Stream(StreamMessage::Header(h)) => h.message.data(),
+            MultiplexMessage::Stream(StreamMessage::Fragment(f)) => &f.raw_data,
+        }
+    }
+
+    fn encode_with(&self, out: &mut impl BufMut, with_data: bool) {
+        match self {
+            MultiplexMessage::Message(m) => {
+                out.put_u8(0);
+                m.encode_with(out, with_data);
+            }
+            MultiplexMessage::Stream(StreamMessage::Header(h)) => {
+                out.put_slice(&[1, 0]);
+                out.put_u32_le(h.request_id.0);
+                out.put_u8(h.num_fragments);
+                h.message.encode_with(out, with_data);
+            }
+            MultiplexMessage::Stream(StreamMessage::Fragment(f)) => {
+                out.put_slice(&[1, 1]);
+                out.put_u32_le(f.request_id.0);
+                out.put_u8(f.fragment_id);
+                put_bytes(out, &f.raw_data, with_data);
+            }
+        }
+    }
+
+    /// Decodes one message that must fill `buf` exactly. Byte strings in the result share
+    /// `buf`'s memory (no copy).
+    ///
+    /// # Errors
+    ///
+    /// Any departure from the strict layout above.
+    pub fn decode(buf: &Bytes) -> Result<MultiplexMessage, DecodeError> {
+        let mut r = Reader { buf, pos: 0 };
+        let msg = match r.variant("MultiplexMessage", 2)? {
+            0 => MultiplexMessage::Message(NetworkMessage::read(&mut r)?),
+            _ => MultiplexMessage::Stream(match r.variant("StreamMessage", 2)? {
+                0 => StreamMessage::Header(StreamHeader {
+                    request_id: StreamId(r.u32()?),
+                    num_fragments: r.u8()?,
+                    message: NetworkMessage::read(&mut r)?,
+                }),
+                _ => StreamMessage::Fragment(StreamFragment {
+                    request_id: StreamId(r.u32()?),
+                    fragment_id: r.u8()?,
+                    raw_data: r.bytes()?,
+                }),
+            }),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+fn bytes_len(b: &Bytes) -> usize {
+    uleb_len(b.len() as u32) + b.len()
+}
+
+impl NetworkMessage {
+    /// Exact number of bytes [`NetworkMessage::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        1 + match self {
+            NetworkMessage::Error(ErrorCode::ParsingError { .. }) => 3,
+            NetworkMessage::Error(ErrorCode::NotSupported(_, p)) => 2 + uleb_len(p.0.into()),
+            NetworkMessage::RpcRequest(r) => {
+                uleb_len(r.protocol_id.0.into()) + 5 + bytes_len(&r.raw_request)
+            }
+            NetworkMessage::RpcResponse(r) => 5 + bytes_len(&r.raw_response),
+            NetworkMessage::DirectSendMsg(m) => {
+                uleb_len(m.protocol_id.0.into()) + 1 + bytes_len(&m.raw_msg)
+            }
+        }
+    }
+
+    /// Appends the BCS bytes of this message.
+    pub fn encode(&self, out: &mut impl BufMut) {
+        self.encode_with(out, true);
+    }
+
+    fn encode_with(&self, out: &mut impl BufMut, with_data: bool) {
+        match self {
+            NetworkMessage::Error(ErrorCode::ParsingError { message, protocol }) => {
+                out.put_slice(&[0, 0, *message, *protocol]);
+            }
+            NetworkMessage::Error(ErrorCode::NotSupported(kind, p)) => {
+                let kind = match kind {
+                    NotSupportedKind::RpcRequest => 0,
+                    NotSupportedKind::DirectSendMsg => 1,
+                };
+                out.put_slice(&[0, 1, kind]);
+                put_uleb(out, p.0.into());
+            }
+            NetworkMessage::RpcRequest(r) => {
+                out.put_u8(1);
+                put_uleb(out, r.protocol_id.0.into());
+                out.put_u32_le(r.request_id.0);
+                out.put_u8(r.priority);
+                put_bytes(out, &r.raw_request, with_data);
+            }
+            NetworkMessage::RpcResponse(r) => {
+                out.put_u8(2);
+                out.put_u32_le(r.request_id.0);
+                out.put_u8(r.priority);
+                put_bytes(out, &r.raw_response, with_data);
+            }
+            NetworkMessage::DirectSendMsg(m) => {
+                out.put_u8(3);
+                put_uleb(out, m.protocol_id.0.into());
+                out.put_u8(m.priority);
+                put_bytes(out, &m.raw_msg, with_data);
+            }
+        }
+    }
+
+    /// Decodes one `NetworkMessage` that must fill `buf` exactly.
+    ///
+    /// # Errors
+    ///
+    /// Any departure from the strict layout above.
+    pub fn decode(buf: &Bytes) -> Result<NetworkMessage, DecodeError> {
+        let mut r = Reader { buf, pos: 0 };
+        let msg = NetworkMessage::read(&mut r)?;
+        r.finish()?;
+        Ok(msg)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<NetworkMessage, DecodeError> {
+        Ok(match r.variant("NetworkMessage", 4)? {
+            0 => NetworkMessage::Error(match r.variant("ErrorCode", 2)? {
+                0 => ErrorCode::ParsingError {
+                    message: r.u8()?,
+                    protocol: r.u8()?,
+                },
+                _ => {
+                    let kind = match r.variant("NotSupportedType", 2)? {
+                        0 => NotSupportedKind::RpcRequest,
+                        _ => NotSupportedKind::DirectSendMsg,
+                    };
+                    ErrorCode::NotSupported(kind, r.protocol()?)
+                }
+            }),
+            1 => NetworkMessage::RpcRequest(RpcRequest {
+                protocol_id: r.protocol()?,
+                request_id: RequestId(r.u32()?),
+                priority: r.u8()?,
+                raw_request: r.bytes()?,
+            }),
+            2 => NetworkMessage::RpcResponse(RpcResponse {
+                request_id: RequestId(r.u32()?),
+                priority: r.u8()?,
+                raw_response: r.bytes()?,
+            }),
+            _ => NetworkMessage::DirectSendMsg(DirectSendMsg {
+                protocol_id: r.protocol()?,
+                priority: r.u8()?,
+                raw_msg: r.bytes()?,
+            }),
+        })
+    }
+}
+
+/// A cursor over one message's bytes: every read checks the bytes are there first.
+struct Reader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A canonical ULEB128 that fits in 32 bits, as BCS requires.
+    fn uleb(&mut self) -> Result<u32, DecodeError> {
+        let mut value: u64 = 0;
+        for shift in (0..35).step_by(7) {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                // A last group of zero after the first byte is a redundant encoding.
+                if shift > 0 && byte == 0 {
+                    return Err(DecodeError::NonCanonicalUleb);
+                }
+                return u32::try_from(value).map_err(|_| DecodeError::NonCanonicalUleb);
+            }
+        }
+        Err(DecodeError::NonCanonicalUleb)
+    }
+
+    fn variant(&mut self, kind: &'static str, count: u32) -> Result<u32, DecodeError> {
+        let index = self.uleb()?;
+        if index < count {
+            Ok(index)
+        } else {
+            Err(DecodeError::UnknownVariant { kind, index })
+        }
+    }
+
+    fn protocol(&mut self) -> Result<ProtocolId, DecodeError> {
+        let v = self.uleb()?;
+        u8::try_from(v)
+            .map(ProtocolId)
+            .map_err(|_| DecodeError::ProtocolOutOfRange(v))
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.uleb()? as usize;
+        let start = self.pos;
+        self.take(len)?;
+        Ok(self.buf.slice(start..start + len))
+    }
+
+    fn finish(&self) -> Result<(), DecodeError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc_net(m: &NetworkMessage) -> Vec<u8> {
+        let mut v = Vec::new();
+        m.encode(&mut v);
+        assert_eq!(v.len(), m.encoded_len());
+        v
+    }
+
+    fn enc_stream(s: StreamMessage) -> Vec<u8> {
+        let m = MultiplexMessage::Stream(s);
+        let mut v = Vec::new();
+        m.encode(&mut v);
+        assert_eq!(v.len(), m.encoded_len());
+        assert_eq!(MultiplexMessage::decode(&Bytes::from(v.clone())), Ok(m));
+        v[1..].to_vec()
+    }
+
+    fn hello() -> NetworkMessage {
+        NetworkMessage::DirectSendMsg(DirectSendMsg {
+            protocol_id: ProtocolId(2),
+            priority: 0,
+            raw_msg: Bytes::from_static(b"hello world"),
+        })
+    }
+
+    #[test]
+    fn error_code_vector() {
+        let m = NetworkMessage::Error(ErrorCode::ParsingError {
+            message: 9,
+            protocol: 5,
+        });
+        let bytes = enc_net(&m);
+        assert_eq!(&bytes[1..], [0x00, 0x09, 0x05]);
+        assert_eq!(NetworkMessage::decode(&Bytes::from(bytes)), Ok(m));
+    }
+
+    #[test]
+    fn rpc_request_vector() {
+        let m = NetworkMessage::RpcRequest(RpcRequest {
+            protocol_id: ProtocolId(0),
+            request_id: RequestId(25),
+            priority: 0,
+            raw_request: Bytes::from_static(&[0, 1, 2, 3]),
+        });
+        let expected = [0x01, 0x00, 0x19, 0, 0, 0, 0x00, 0x04, 0, 1, 2, 3];
+        assert_eq!(enc_net(&m), expected);
+        assert_eq!(NetworkMessage::decode(&Bytes::copy_from_slice(&expected)), Ok(m));
+    }
+
+    #[test]
+    fn stream_vectors() {
+        let header = StreamMessage::Header(StreamHeader {
+            request_id: StreamId(42),
+            num_fragments: 10,
+            message: hello(),
+        });
+        let mut expected = vec![0x00, 0x2a, 0, 0, 0, 0x0a, 0x03, 0x02, 0x00, 0x0b];
+        expected.extend_from_slice(b"hello world");
+        assert_eq!(enc_stream(header), expected);
+        let fragment = StreamMessage::Fragment(StreamFragment {
+            request_id: StreamId(42),
+            fragment_id: 254,
+            raw_data: Bytes::from_static(&[11, 22, 33]),
+        });
+        assert_eq!(enc_stream(fragment), [0x01, 0x2a, 0, 0, 0, 0xfe, 0x03, 0x0b, 0x16, 0x21]);
+    }
+
+    #[test]
+    fn not_supported_round_trips() {
+        for kind in [NotSupportedKind::RpcRequest, NotSupportedKind::DirectSendMsg] {
+            let m = NetworkMessage::Error(ErrorCode::NotSupported(kind, ProtocolId(200)));
+            let bytes = enc_net(&m);
+            assert_eq!(bytes[..3], [0, 1, (kind == NotSupportedKind::DirectSendMsg) as u8]);
+            assert_eq!(bytes[3..], [0xc8, 0x01]);
+            assert_eq!(NetworkMessage::decode(&Bytes::from(bytes)), Ok(m));
+        }
+    }
+
+    #[test]
+    fn uleb_lengths_match_reference() {
+        let mut v = Vec::new();
+        put_uleb(&mut v, 4_194_240);
+        assert_eq!(v, [0xc0, 0xff, 0xff, 0x01]);
+        v.clear();
+        put_uleb(&mut v, 4_194_304);
+        assert_eq!(v, [0x80, 0x80, 0x80, 0x02]);
+        for x in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, u32::MAX] {
+            v.clear();
+            put_uleb(&mut v, x);
+            assert_eq!(v.len(), uleb_len(x), "{x}");
+            let b = Bytes::from(v.clone());
+            let mut r = Reader { buf: &b, pos: 0 };
+            assert_eq!(r.uleb(), Ok(x));
+        }
+    }
+
+    #[test]
+    fn strict_decoding_rejects() {
+        let cases: &[(&[u8], DecodeError)] = &[
+            (&[], DecodeError::Truncated),
+            (&[0x02], DecodeError::UnknownVariant { kind: "MultiplexMessage", index: 2 }),
+            (&[0x00, 0x04], DecodeError::UnknownVariant { kind: "NetworkMessage", index: 4 }),
+            (&[0x80, 0x00], DecodeError::NonCanonicalUleb),
+            (&[0x00, 0x03, 0x82, 0x00, 0x00, 0x00], DecodeError::NonCanonicalUleb),
+            (&[0x00, 0x03, 0x80, 0x02, 0x00, 0x00], DecodeError::ProtocolOutOfRange(256)),
+            (&[0x00, 0x03, 0x02, 0x00, 0x02, 0xaa], DecodeError::Truncated),
+            (&[0x00, 0x03, 0x02, 0x00, 0x00, 0xaa], DecodeError::TrailingBytes(1)),
+            (&[0x00, 0x00, 0x00, 0x09], DecodeError::Truncated),
+            (&[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f], DecodeError::Truncated),
+            (&[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0x7f], DecodeError::NonCanonicalUleb),
+            (&[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], DecodeError::NonCanonicalUleb),
+        ];
+        for (bytes, err) in cases {
+            let got = MultiplexMessage::decode(&Bytes::copy_from_slice(bytes));
+            assert_eq!(got, Err(*err), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn decoded_payload_shares_the_frame_buffer() {
+        let m = MultiplexMessage::Message(hello());
+        let mut v = Vec::new();
+        m.encode(&mut v);
+        let frame = Bytes::from(v);
+        let MultiplexMessage::Message(NetworkMessage::DirectSendMsg(d)) =
+            MultiplexMessage::decode(&frame).unwrap()
+        else {
+            panic!("wrong variant")
+        };
+        assert_eq!(d.raw_msg.as_ptr(), frame[5..].as_ptr());
+    }
+}

@@ -1,0 +1,1 @@
+//! Two sessions wired back to back on a virtual clock.
