@@ -1,0 +1,3 @@
+//! Codec benchmarks (placeholder until the criterion suite lands).
+
+fn main() {}

@@ -184,7 +184,11 @@ pub struct FrameTooLarge {
 
 impl fmt::Display for FrameTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "frame of {} bytes exceeds the limit of {}", self.len, self.max)
+        write!(
+            f,
+            "frame of {} bytes exceeds the limit of {}",
+            self.len, self.max
+        )
     }
 }
 
@@ -321,7 +325,13 @@ mod tests {
         d.extend(&[0xff, 0xff, 0xff, 0xff]);
         let err = d.decode().unwrap_err();
         assert!(err.is_fatal());
-        assert_eq!(err, FrameError::FrameTooLarge { len: u32::MAX as usize, max: 1024 });
+        assert_eq!(
+            err,
+            FrameError::FrameTooLarge {
+                len: u32::MAX as usize,
+                max: 1024
+            }
+        );
         assert!(d.buf.capacity() < 1024);
     }
 

@@ -268,7 +268,9 @@ impl MultiplexMessage {
     pub fn encoded_len(&self) -> usize {
         1 + match self {
             MultiplexMessage::Message(m) => m.encoded_len(),
-            MultiplexMessage::Stream(StreamMessage::Header(h)) => 1 + 4 + 1 + h.message.encoded_len(),
+            MultiplexMessage::Stream(StreamMessage::Header(h)) => {
+                1 + 4 + 1 + h.message.encoded_len()
+            }
             MultiplexMessage::Stream(StreamMessage::Fragment(f)) => {
                 1 + 4 + 1 + bytes_len(&f.raw_data)
             }
@@ -571,7 +573,10 @@ mod tests {
         });
         let expected = [0x01, 0x00, 0x19, 0, 0, 0, 0x00, 0x04, 0, 1, 2, 3];
         assert_eq!(enc_net(&m), expected);
-        assert_eq!(NetworkMessage::decode(&Bytes::copy_from_slice(&expected)), Ok(m));
+        assert_eq!(
+            NetworkMessage::decode(&Bytes::copy_from_slice(&expected)),
+            Ok(m)
+        );
     }
 
     #[test]
@@ -589,15 +594,24 @@ mod tests {
             fragment_id: 254,
             raw_data: Bytes::from_static(&[11, 22, 33]),
         });
-        assert_eq!(enc_stream(fragment), [0x01, 0x2a, 0, 0, 0, 0xfe, 0x03, 0x0b, 0x16, 0x21]);
+        assert_eq!(
+            enc_stream(fragment),
+            [0x01, 0x2a, 0, 0, 0, 0xfe, 0x03, 0x0b, 0x16, 0x21]
+        );
     }
 
     #[test]
     fn not_supported_round_trips() {
-        for kind in [NotSupportedKind::RpcRequest, NotSupportedKind::DirectSendMsg] {
+        for kind in [
+            NotSupportedKind::RpcRequest,
+            NotSupportedKind::DirectSendMsg,
+        ] {
             let m = NetworkMessage::Error(ErrorCode::NotSupported(kind, ProtocolId(200)));
             let bytes = enc_net(&m);
-            assert_eq!(bytes[..3], [0, 1, (kind == NotSupportedKind::DirectSendMsg) as u8]);
+            assert_eq!(
+                bytes[..3],
+                [0, 1, (kind == NotSupportedKind::DirectSendMsg) as u8]
+            );
             assert_eq!(bytes[3..], [0xc8, 0x01]);
             assert_eq!(NetworkMessage::decode(&Bytes::from(bytes)), Ok(m));
         }
@@ -625,17 +639,50 @@ mod tests {
     fn strict_decoding_rejects() {
         let cases: &[(&[u8], DecodeError)] = &[
             (&[], DecodeError::Truncated),
-            (&[0x02], DecodeError::UnknownVariant { kind: "MultiplexMessage", index: 2 }),
-            (&[0x00, 0x04], DecodeError::UnknownVariant { kind: "NetworkMessage", index: 4 }),
+            (
+                &[0x02],
+                DecodeError::UnknownVariant {
+                    kind: "MultiplexMessage",
+                    index: 2,
+                },
+            ),
+            (
+                &[0x00, 0x04],
+                DecodeError::UnknownVariant {
+                    kind: "NetworkMessage",
+                    index: 4,
+                },
+            ),
             (&[0x80, 0x00], DecodeError::NonCanonicalUleb),
-            (&[0x00, 0x03, 0x82, 0x00, 0x00, 0x00], DecodeError::NonCanonicalUleb),
-            (&[0x00, 0x03, 0x80, 0x02, 0x00, 0x00], DecodeError::ProtocolOutOfRange(256)),
-            (&[0x00, 0x03, 0x02, 0x00, 0x02, 0xaa], DecodeError::Truncated),
-            (&[0x00, 0x03, 0x02, 0x00, 0x00, 0xaa], DecodeError::TrailingBytes(1)),
+            (
+                &[0x00, 0x03, 0x82, 0x00, 0x00, 0x00],
+                DecodeError::NonCanonicalUleb,
+            ),
+            (
+                &[0x00, 0x03, 0x80, 0x02, 0x00, 0x00],
+                DecodeError::ProtocolOutOfRange(256),
+            ),
+            (
+                &[0x00, 0x03, 0x02, 0x00, 0x02, 0xaa],
+                DecodeError::Truncated,
+            ),
+            (
+                &[0x00, 0x03, 0x02, 0x00, 0x00, 0xaa],
+                DecodeError::TrailingBytes(1),
+            ),
             (&[0x00, 0x00, 0x00, 0x09], DecodeError::Truncated),
-            (&[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f], DecodeError::Truncated),
-            (&[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0x7f], DecodeError::NonCanonicalUleb),
-            (&[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], DecodeError::NonCanonicalUleb),
+            (
+                &[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f],
+                DecodeError::Truncated,
+            ),
+            (
+                &[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                DecodeError::NonCanonicalUleb,
+            ),
+            (
+                &[0x00, 0x03, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+                DecodeError::NonCanonicalUleb,
+            ),
         ];
         for (bytes, err) in cases {
             let got = MultiplexMessage::decode(&Bytes::copy_from_slice(bytes));

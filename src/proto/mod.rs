@@ -10,11 +10,13 @@ pub mod rpc;
 pub mod session;
 pub mod stream;
 
-pub use codec::{encode_frame, encode_frame_split, FrameDecoder, FrameError, FrameTooLarge};
+pub use codec::{FrameDecoder, FrameError, FrameTooLarge, encode_frame, encode_frame_split};
 pub use message::{
     DecodeError, DirectSendMsg, ErrorCode, MultiplexMessage, NetworkMessage, NotSupportedKind,
     ProtocolId, RequestId, RpcRequest, RpcResponse, StreamFragment, StreamHeader, StreamId,
     StreamMessage,
 };
-pub use session::{Completion, Event, Leftovers, RpcFailure, RpcRefused, Session, SessionConfig, Transmit};
+pub use session::{
+    Completion, Event, Leftovers, RpcFailure, RpcRefused, Session, SessionConfig, Transmit,
+};
 pub use stream::{MessageTooLarge, OutboundStream, Reassembler, StreamError};

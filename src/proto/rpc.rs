@@ -82,7 +82,9 @@ impl<R> PendingRpcs<R> {
             id = RequestId(id.0.wrapping_add(1));
         }
         self.next_id = id.0.wrapping_add(1);
-        let deadline = now.checked_add(timeout).unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
         self.deadlines.insert((deadline, id));
         self.pending.insert(
             id,
@@ -154,8 +156,13 @@ pub enum ReplyRefused {
 
 #[derive(Debug)]
 struct Inbound {
+    id: RequestId,
     deadline: Instant,
     priority: u8,
+    /// Past its deadline: no longer counted against the limit, but kept until the
+    /// application's reply or drop arrives, so a reply made in time is honoured even if it
+    /// reaches the session after the deadline.
+    expired: bool,
 }
 
 /// Inbound requests handed to the application and not yet answered.
@@ -167,7 +174,8 @@ pub struct InboundRpcs {
     limit: usize,
     timeout: Duration,
     next_slot: u64,
-    waiting: HashMap<u64, (RequestId, Inbound)>,
+    active: usize,
+    waiting: HashMap<u64, Inbound>,
     deadlines: BTreeSet<(Instant, u64)>,
 }
 
@@ -187,19 +195,20 @@ impl InboundRpcs {
             limit,
             timeout,
             next_slot: 0,
+            active: 0,
             waiting: HashMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
 
-    /// Requests waiting for a reply.
+    /// Requests counted against the limit (admitted, not answered, not expired).
     pub fn len(&self) -> usize {
-        self.waiting.len()
+        self.active
     }
 
-    /// True if none is waiting.
+    /// True if none is counted.
     pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
+        self.active == 0
     }
 
     /// Admits a request received at `now`.
@@ -213,7 +222,7 @@ impl InboundRpcs {
         id: RequestId,
         priority: u8,
     ) -> Result<Admitted, TooManyPending<RequestId>> {
-        if self.waiting.len() >= self.limit {
+        if self.active >= self.limit {
             return Err(TooManyPending {
                 limit: self.limit,
                 token: id,
@@ -223,33 +232,48 @@ impl InboundRpcs {
         self.next_slot += 1;
         let deadline = now + self.timeout;
         self.deadlines.insert((deadline, slot));
-        self.waiting.insert(slot, (id, Inbound { deadline, priority }));
+        self.waiting.insert(
+            slot,
+            Inbound {
+                id,
+                deadline,
+                priority,
+                expired: false,
+            },
+        );
+        self.active += 1;
         Ok(Admitted { slot, deadline })
+    }
+
+    fn remove(&mut self, slot: u64) -> Option<Inbound> {
+        let entry = self.waiting.remove(&slot)?;
+        if !entry.expired {
+            self.deadlines.remove(&(entry.deadline, slot));
+            self.active -= 1;
+        }
+        Some(entry)
     }
 
     /// The application replied at `at`. Returns the request id and priority to answer with.
     ///
     /// # Errors
     ///
-    /// [`ReplyRefused`]: too late (the slot is freed) or unknown.
+    /// [`ReplyRefused`]: `at` is at or after the deadline, or the slot is unknown (never
+    /// admitted, or already answered). The slot is freed either way.
     pub fn reply(&mut self, slot: u64, at: Instant) -> Result<(RequestId, u8), ReplyRefused> {
-        let (id, entry) = self.waiting.remove(&slot).ok_or(ReplyRefused::Unknown)?;
-        self.deadlines.remove(&(entry.deadline, slot));
+        let entry = self.remove(slot).ok_or(ReplyRefused::Unknown)?;
         if at >= entry.deadline {
             return Err(ReplyRefused::TimedOut);
         }
-        Ok((id, entry.priority))
+        Ok((entry.id, entry.priority))
     }
 
     /// The application dropped the request without replying: frees its slot.
     pub fn abandon(&mut self, slot: u64) -> bool {
-        match self.waiting.remove(&slot) {
-            Some((_, entry)) => self.deadlines.remove(&(entry.deadline, slot)),
-            None => false,
-        }
+        self.remove(slot).is_some()
     }
 
-    /// Frees the slots of requests whose deadline is at or before `now`; returns how many.
+    /// Stops counting the requests whose deadline is at or before `now`; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
         while let Some(&(deadline, slot)) = self.deadlines.first() {
@@ -257,8 +281,11 @@ impl InboundRpcs {
                 break;
             }
             self.deadlines.pop_first();
-            self.waiting.remove(&slot);
-            n += 1;
+            if let Some(entry) = self.waiting.get_mut(&slot) {
+                entry.expired = true;
+                self.active -= 1;
+                n += 1;
+            }
         }
         n
     }
@@ -279,15 +306,31 @@ mod tests {
     fn ids_start_at_zero_and_limit_holds() {
         let now = Instant::now();
         let mut t = PendingRpcs::new(2);
-        assert_eq!(t.start(now, P, Duration::from_secs(1), 'a'), Ok(RequestId(0)));
-        assert_eq!(t.start(now, P, Duration::from_secs(1), 'b'), Ok(RequestId(1)));
+        assert_eq!(
+            t.start(now, P, Duration::from_secs(1), 'a'),
+            Ok(RequestId(0))
+        );
+        assert_eq!(
+            t.start(now, P, Duration::from_secs(1), 'b'),
+            Ok(RequestId(1))
+        );
         assert_eq!(
             t.start(now, P, Duration::from_secs(1), 'c'),
-            Err(TooManyPending { limit: 2, token: 'c' })
+            Err(TooManyPending {
+                limit: 2,
+                token: 'c'
+            })
         );
         assert_eq!(t.complete(RequestId(0)), Some((P, 'a')));
-        assert_eq!(t.complete(RequestId(0)), None, "a late duplicate is ignored");
-        assert_eq!(t.start(now, P, Duration::from_secs(1), 'c'), Ok(RequestId(2)));
+        assert_eq!(
+            t.complete(RequestId(0)),
+            None,
+            "a late duplicate is ignored"
+        );
+        assert_eq!(
+            t.start(now, P, Duration::from_secs(1), 'c'),
+            Ok(RequestId(2))
+        );
     }
 
     #[test]
@@ -295,10 +338,19 @@ mod tests {
         let now = Instant::now();
         let mut t = PendingRpcs::new(10);
         t.next_id = u32::MAX;
-        assert_eq!(t.start(now, P, Duration::from_secs(1), ()), Ok(RequestId(u32::MAX)));
-        assert_eq!(t.start(now, P, Duration::from_secs(1), ()), Ok(RequestId(0)));
+        assert_eq!(
+            t.start(now, P, Duration::from_secs(1), ()),
+            Ok(RequestId(u32::MAX))
+        );
+        assert_eq!(
+            t.start(now, P, Duration::from_secs(1), ()),
+            Ok(RequestId(0))
+        );
         t.next_id = u32::MAX;
-        assert_eq!(t.start(now, P, Duration::from_secs(1), ()), Ok(RequestId(1)));
+        assert_eq!(
+            t.start(now, P, Duration::from_secs(1), ()),
+            Ok(RequestId(1))
+        );
     }
 
     #[test]
@@ -326,12 +378,18 @@ mod tests {
         let b = t.admit(now, RequestId(5), 0).unwrap();
         assert_ne!(a.slot, b.slot, "duplicate remote ids get their own slots");
         assert!(t.admit(now, RequestId(6), 0).is_err());
-        assert_eq!(t.reply(a.slot, now + Duration::from_secs(1)), Ok((RequestId(5), 0)));
+        assert_eq!(
+            t.reply(a.slot, now + Duration::from_secs(1)),
+            Ok((RequestId(5), 0))
+        );
         assert_eq!(t.reply(a.slot, now), Err(ReplyRefused::Unknown));
         assert_eq!(t.reply(b.slot, b.deadline), Err(ReplyRefused::TimedOut));
         let c = t.admit(now, RequestId(7), 0).unwrap();
         assert_eq!(t.expire(c.deadline), 1);
         assert!(t.is_empty());
+        // A reply made before the deadline is honoured even when it arrives after expiry.
+        let late_arrival = c.deadline - Duration::from_millis(1);
+        assert_eq!(t.reply(c.slot, late_arrival), Ok((RequestId(7), 0)));
         let d = t.admit(now, RequestId(8), 0).unwrap();
         assert!(t.abandon(d.slot));
         assert!(!t.abandon(d.slot));

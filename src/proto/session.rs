@@ -21,11 +21,11 @@ use bytes::Bytes;
 
 use super::codec::FrameError;
 use super::message::{
-    DirectSendMsg, ErrorCode, MultiplexMessage, NetworkMessage, ProtocolId, RequestId,
-    RpcRequest, RpcResponse, StreamId, StreamMessage,
+    DirectSendMsg, ErrorCode, MultiplexMessage, NetworkMessage, ProtocolId, RequestId, RpcRequest,
+    RpcResponse, StreamId, StreamMessage,
 };
 use super::rpc::{InboundRpcs, PendingRpcs, ReplyRefused};
-use super::stream::{fragment_size, MessageTooLarge, OutboundStream, Reassembler, StreamError};
+use super::stream::{MessageTooLarge, OutboundStream, Reassembler, StreamError, fragment_size};
 
 /// The limits a session enforces (a subset of `PeerConfig`).
 #[derive(Clone, Copy, Debug)]
@@ -168,11 +168,11 @@ impl<R, K> Session<R, K> {
 
     fn enqueue(&mut self, message: NetworkMessage, tag: K) -> Result<(), (MessageTooLarge, K)> {
         let len = message.data_len();
-        let completes = Some(Completion { len, tag });
+        let completes = Completion { len, tag };
         if len <= fragment_size(self.config.max_frame_size) {
             self.queue.push_back(Transmit {
                 message: MultiplexMessage::Message(message),
-                completes,
+                completes: Some(completes),
             });
             return Ok(());
         }
@@ -186,10 +186,10 @@ impl<R, K> Session<R, K> {
         match stream {
             Ok(stream) => {
                 self.next_stream = self.next_stream.wrapping_add(1);
-                self.streams.push_back((stream, completes.expect("set above")));
+                self.streams.push_back((stream, completes));
                 Ok(())
             }
-            Err(e) => Err((e, completes.expect("set above").tag)),
+            Err(e) => Err((e, completes.tag)),
         }
     }
 
@@ -255,7 +255,13 @@ impl<R, K> Session<R, K> {
     ///
     /// [`ReplyRefused`] if the reply came at or after the deadline, or the slot is unknown.
     /// Nothing is sent then, and the tag is dropped.
-    pub fn respond(&mut self, slot: u64, at: Instant, data: Bytes, tag: K) -> Result<(), ReplyRefused> {
+    pub fn respond(
+        &mut self,
+        slot: u64,
+        at: Instant,
+        data: Bytes,
+        tag: K,
+    ) -> Result<(), ReplyRefused> {
         let (request_id, priority) = self.inbound.reply(slot, at)?;
         let response = NetworkMessage::RpcResponse(RpcResponse {
             request_id,
@@ -263,7 +269,8 @@ impl<R, K> Session<R, K> {
             raw_response: data,
         });
         // A response over the message limit cannot be sent: treat it as never answered.
-        self.enqueue(response, tag).map_err(|_| ReplyRefused::Unknown)
+        self.enqueue(response, tag)
+            .map_err(|_| ReplyRefused::Unknown)
     }
 
     /// The application dropped the inbound request in `slot` without answering.

@@ -36,7 +36,11 @@ pub struct MessageTooLarge {
 
 impl fmt::Display for MessageTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "message of {} bytes exceeds the limit of {}", self.len, self.max)
+        write!(
+            f,
+            "message of {} bytes exceeds the limit of {}",
+            self.len, self.max
+        )
     }
 }
 
@@ -102,11 +106,13 @@ impl Iterator for OutboundStream {
 
     fn next(&mut self) -> Option<MultiplexMessage> {
         if let Some(message) = self.header.take() {
-            return Some(MultiplexMessage::Stream(StreamMessage::Header(StreamHeader {
-                request_id: self.id,
-                num_fragments: self.num_fragments(),
-                message,
-            })));
+            return Some(MultiplexMessage::Stream(StreamMessage::Header(
+                StreamHeader {
+                    request_id: self.id,
+                    num_fragments: self.num_fragments(),
+                    message,
+                },
+            )));
         }
         if self.rest.is_empty() {
             return None;
@@ -114,11 +120,13 @@ impl Iterator for OutboundStream {
         let raw_data = self.rest.split_to(self.fragment_size.min(self.rest.len()));
         let fragment_id = self.next_fragment;
         self.next_fragment = self.next_fragment.wrapping_add(1);
-        Some(MultiplexMessage::Stream(StreamMessage::Fragment(StreamFragment {
-            request_id: self.id,
-            fragment_id,
-            raw_data,
-        })))
+        Some(MultiplexMessage::Stream(StreamMessage::Fragment(
+            StreamFragment {
+                request_id: self.id,
+                fragment_id,
+                raw_data,
+            },
+        )))
     }
 }
 
@@ -168,14 +176,21 @@ impl fmt::Display for StreamError {
             StreamError::ErrorMessageStreamed => f.write_str("error messages cannot be streamed"),
             StreamError::NoFragments => f.write_str("stream header announces no fragments"),
             StreamError::TooManyFragments { num_fragments, max } => {
-                write!(f, "stream header announces {num_fragments} fragments, limit {max}")
+                write!(
+                    f,
+                    "stream header announces {num_fragments} fragments, limit {max}"
+                )
             }
             StreamError::Replaced { old } => {
                 write!(f, "discarding existing stream {} for a new header", old.0)
             }
             StreamError::NoStream => f.write_str("fragment with no stream in progress"),
             StreamError::WrongStream { expected, got } => {
-                write!(f, "fragment of stream {} while stream {} is in progress", got.0, expected.0)
+                write!(
+                    f,
+                    "fragment of stream {} while stream {} is in progress",
+                    got.0, expected.0
+                )
             }
             StreamError::OutOfOrder { expected, got } => {
                 write!(f, "fragment {got} out of order, expected {expected}")
@@ -343,7 +358,9 @@ mod tests {
         for len in [11, 20, 21, 95] {
             let frames = frames(len);
             assert_eq!(frames.len(), 1 + (len - 10).div_ceil(10), "len {len}");
-            let StreamMessage::Header(h) = &frames[0] else { panic!() };
+            let StreamMessage::Header(h) = &frames[0] else {
+                panic!()
+            };
             assert_eq!(usize::from(h.num_fragments), frames.len() - 1);
             assert_eq!(h.message.data_len(), 10);
             let mut r = Reassembler::new(FRAME, 10 * FRAME);
@@ -360,7 +377,13 @@ mod tests {
     #[test]
     fn refuses_oversized_message() {
         let err = OutboundStream::new(StreamId(0), direct(10 * FRAME + 1), FRAME, 10 * FRAME);
-        assert_eq!(err.unwrap_err(), MessageTooLarge { len: 10 * FRAME + 1, max: 10 * FRAME });
+        assert_eq!(
+            err.unwrap_err(),
+            MessageTooLarge {
+                len: 10 * FRAME + 1,
+                max: 10 * FRAME
+            }
+        );
     }
 
     #[test]
@@ -370,9 +393,27 @@ mod tests {
         assert_eq!(r.handle(fragment(7, 1)), Err(StreamError::NoStream));
         r.handle(frames[0].clone()).unwrap();
         let cases = [
-            (fragment(8, 1), StreamError::WrongStream { expected: StreamId(7), got: StreamId(8) }),
-            (fragment(7, 0), StreamError::OutOfOrder { expected: 1, got: 0 }),
-            (fragment(7, 2), StreamError::OutOfOrder { expected: 1, got: 2 }),
+            (
+                fragment(8, 1),
+                StreamError::WrongStream {
+                    expected: StreamId(7),
+                    got: StreamId(8),
+                },
+            ),
+            (
+                fragment(7, 0),
+                StreamError::OutOfOrder {
+                    expected: 1,
+                    got: 0,
+                },
+            ),
+            (
+                fragment(7, 2),
+                StreamError::OutOfOrder {
+                    expected: 1,
+                    got: 2,
+                },
+            ),
         ];
         for (f, err) in cases {
             assert_eq!(r.handle(f), Err(err));
@@ -380,7 +421,10 @@ mod tests {
         r.handle(frames[1].clone()).unwrap();
         assert_eq!(
             r.handle(frames[1].clone()),
-            Err(StreamError::OutOfOrder { expected: 2, got: 1 })
+            Err(StreamError::OutOfOrder {
+                expected: 2,
+                got: 1
+            })
         );
         r.handle(frames[2].clone()).unwrap();
         assert_eq!(r.handle(frames[3].clone()), Ok(Some(direct(35))));
@@ -400,11 +444,17 @@ mod tests {
         assert_eq!(r.handle(header(1, 0)), Err(StreamError::NoFragments));
         assert_eq!(
             r.handle(header(1, 4)),
-            Err(StreamError::TooManyFragments { num_fragments: 4, max: 3 })
+            Err(StreamError::TooManyFragments {
+                num_fragments: 4,
+                max: 3
+            })
         );
         assert!(!r.is_in_progress());
         assert_eq!(r.handle(header(1, 2)), Ok(None));
-        assert_eq!(r.handle(header(2, 1)), Err(StreamError::Replaced { old: StreamId(1) }));
+        assert_eq!(
+            r.handle(header(2, 1)),
+            Err(StreamError::Replaced { old: StreamId(1) })
+        );
         let mut expected = direct(5);
         expected.replace_data(Bytes::from_static(&[0, 1, 2, 3, 4, b'x']));
         assert_eq!(r.handle(fragment(2, 1)), Ok(Some(expected)));

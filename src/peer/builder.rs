@@ -1,0 +1,233 @@
+//! [`Peer::builder`]: collects the socket, the configuration and the handlers, then spawns the
+//! three threads of one connection.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+use super::gate::Gate;
+use super::handle::{HandleInner, PeerHandle};
+use super::metrics::{Counters, RateLimited};
+use super::mux::Mux;
+use super::reader::Reader;
+use super::shared::{Shared, Warnings};
+use super::socket::Socket;
+use super::writer::Writer;
+use super::{Disconnected, Inbound, PeerId};
+use crate::config::PeerConfig;
+use crate::proto::ProtocolId;
+
+/// Stack size of each connection thread: enough for the loops here, small enough that a
+/// process can hold thousands of connections.
+const THREAD_STACK: usize = 256 * 1024;
+
+/// Capacity of the reader → mux channel (RPC traffic and malformed frames only).
+const INBOUND_CAPACITY: usize = 1024;
+
+/// Capacity, in batches, of the mux → writer channel.
+const FRAMES_CAPACITY: usize = 16;
+
+/// Where inbound messages of one protocol go. Built from a crossbeam `Sender<Inbound>`.
+///
+/// Delivery never blocks: if the channel is full the message is dropped, counted in
+/// [`PeerMetrics::dropped_handler_full`](crate::PeerMetrics) and logged.
+#[derive(Clone)]
+pub struct Handler {
+    tx: Sender<Inbound>,
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handler")
+            .field("queued", &self.tx.len())
+            .finish()
+    }
+}
+
+impl From<Sender<Inbound>> for Handler {
+    fn from(tx: Sender<Inbound>) -> Handler {
+        Handler { tx }
+    }
+}
+
+impl Handler {
+    /// Hands over one message without blocking; gives it back if the handler cannot take it.
+    pub(crate) fn deliver(&self, msg: Inbound) -> Result<(), Inbound> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
+        })
+    }
+}
+
+/// Handlers indexed by protocol byte: one array look-up per inbound message.
+#[derive(Clone, Debug)]
+pub(crate) struct Handlers(Arc<[Option<Handler>]>);
+
+impl Handlers {
+    pub(crate) fn get(&self, p: ProtocolId) -> Option<&Handler> {
+        self.0[usize::from(p.0)].as_ref()
+    }
+}
+
+/// Entry point: see [`Peer::builder`].
+#[derive(Debug)]
+pub struct Peer(());
+
+impl Peer {
+    /// Starts describing a peer on an established `socket` (a `std::net::TcpStream` or a
+    /// `std::os::unix::net::UnixStream`).
+    pub fn builder(socket: impl Into<Socket>) -> PeerBuilder {
+        PeerBuilder {
+            socket: socket.into(),
+            config: PeerConfig::default(),
+            remote: PeerId::default(),
+            handlers: vec![None; 256],
+            on_disconnect: None,
+        }
+    }
+}
+
+/// Configures and spawns a peer.
+#[derive(Debug)]
+pub struct PeerBuilder {
+    socket: Socket,
+    config: PeerConfig,
+    remote: PeerId,
+    handlers: Vec<Option<Handler>>,
+    on_disconnect: Option<Sender<Disconnected>>,
+}
+
+impl PeerBuilder {
+    /// Sets the configuration (default: [`PeerConfig::default`]).
+    pub fn config(mut self, config: PeerConfig) -> PeerBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Sets the remote's id, used in `Inbound::from`, logs and `Disconnected`.
+    pub fn remote_peer_id(mut self, id: PeerId) -> PeerBuilder {
+        self.remote = id;
+        self
+    }
+
+    /// Routes inbound direct sends and RPC requests of `protocol` to `handler`. Messages of a
+    /// protocol with no handler are dropped and counted (as the original does).
+    pub fn handler(mut self, protocol: ProtocolId, handler: impl Into<Handler>) -> PeerBuilder {
+        self.handlers[usize::from(protocol.0)] = Some(handler.into());
+        self
+    }
+
+    /// Where the one `Disconnected` notice goes when the connection has closed.
+    pub fn on_disconnect(mut self, tx: Sender<Disconnected>) -> PeerBuilder {
+        self.on_disconnect = Some(tx);
+        self
+    }
+
+    /// Validates the configuration and starts the reader, mux and writer threads.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an invalid [`PeerConfig`]; any error from making the socket
+    /// non-blocking, duplicating it, creating the polls or spawning the threads.
+    pub fn spawn(self) -> io::Result<PeerHandle> {
+        self.config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (read_half, write_half) = self.socket.split()?;
+        let reader_poll = mio::Poll::new()?;
+        let writer_poll = mio::Poll::new()?;
+        let reader_waker = mio::Waker::new(reader_poll.registry(), super::reader::WAKER)?;
+        let writer_waker = mio::Waker::new(writer_poll.registry(), super::writer::WAKER)?;
+
+        let (outbox_tx, outbox_rx) = crossbeam_channel::bounded(self.config.outbox_capacity);
+        let (replies_tx, replies_rx) = crossbeam_channel::unbounded();
+        let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
+        let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAMES_CAPACITY);
+        let (reader_done_tx, reader_done_rx) = crossbeam_channel::bounded::<()>(0);
+
+        let shared = Arc::new(Shared {
+            config: self.config,
+            remote: self.remote,
+            outbox: Gate::new(outbox_tx),
+            outbox_rx: outbox_rx.clone(),
+            replies: Arc::new(Gate::new(replies_tx)),
+            counters: Counters::default(),
+            warnings: Warnings {
+                unknown_protocol: RateLimited::new("dropped message for unknown protocol"),
+                handler_full: RateLimited::new("dropped message, handler full"),
+                inbound_rpc_limit: RateLimited::new("dropped rpc request over the limit"),
+                malformed: RateLimited::new("malformed frame"),
+                stream: RateLimited::new("bad stream frame"),
+                remote_error: RateLimited::new("remote reported an error"),
+            },
+            close: Mutex::new(Default::default()),
+            finished: Condvar::new(),
+            closing: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+            reader_stop: AtomicBool::new(false),
+            reader_waker,
+            writer_waker,
+        });
+        let handlers = Handlers(self.handlers.into());
+
+        let writer = Writer::new(shared.clone(), write_half, writer_poll, frames_rx);
+        let writer = spawn_named("syncpeer-writer", move || writer.run())?;
+        let reader = Reader::new(
+            shared.clone(),
+            read_half,
+            reader_poll,
+            handlers.clone(),
+            inbound_tx,
+            reader_done_tx,
+        );
+        let reader = match spawn_named("syncpeer-reader", move || reader.run()) {
+            Ok(r) => r,
+            Err(e) => {
+                // The writer exits when its channel disconnects (frames_tx dropped below).
+                shared.begin_close(super::DisconnectReason::InputOutputError, true);
+                return Err(e);
+            }
+        };
+        let mux = Mux::new(
+            shared.clone(),
+            handlers,
+            outbox_rx,
+            inbound_rx,
+            replies_rx,
+            frames_tx,
+        );
+        let on_disconnect = self.on_disconnect;
+        let mux_shared = shared.clone();
+        let mux_thread = spawn_named("syncpeer-mux", move || {
+            mux.run_and_close(writer, reader, reader_done_rx, on_disconnect)
+        });
+        let mux_thread = match mux_thread {
+            Ok(t) => t,
+            Err(e) => {
+                mux_shared.begin_close(super::DisconnectReason::InputOutputError, true);
+                return Err(e);
+            }
+        };
+        log::debug!("peer {}: spawned", shared.remote);
+        Ok(PeerHandle {
+            inner: Arc::new(HandleInner {
+                shared,
+                mux_thread: Mutex::new(Some(mux_thread)),
+            }),
+        })
+    }
+}
+
+fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(THREAD_STACK)
+        .spawn(f)
+}

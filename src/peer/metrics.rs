@@ -1,0 +1,138 @@
+//! Per-connection counters ([`PeerMetrics`]) and the rate-limited warnings for dropped
+//! messages. Counters are relaxed atomics bumped by the thread that sees the event; a snapshot
+//! is consistent per counter, not across counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// A snapshot of one connection's counters.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct PeerMetrics {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> PeerMetrics {
+                PeerMetrics { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+metrics! {
+    /// Messages (direct sends, RPC requests and responses) accepted for sending.
+    messages_accepted,
+    /// Payload bytes of the accepted messages.
+    bytes_accepted,
+    /// Accepted messages whose last byte the kernel took.
+    messages_written,
+    /// Payload bytes of the written messages.
+    bytes_written,
+    /// Accepted messages that will never be written (deadline, I/O error, abort).
+    messages_abandoned,
+    /// Payload bytes of the abandoned messages.
+    bytes_abandoned,
+    /// Direct sends accepted, of those.
+    direct_sends_accepted,
+    /// RPC requests accepted for sending, of those.
+    rpc_requests_accepted,
+    /// RPC responses accepted for sending, of those.
+    rpc_responses_accepted,
+    /// Frames read and decoded.
+    frames_in,
+    /// Bytes read from the socket.
+    bytes_in,
+    /// Inbound direct sends handed to a handler.
+    direct_sends_delivered,
+    /// Inbound RPC requests handed to a handler.
+    requests_delivered,
+    /// Inbound RPC responses that completed a waiting caller.
+    responses_matched,
+    /// Inbound messages for a protocol with no handler (dropped).
+    dropped_unknown_protocol,
+    /// Inbound messages dropped because their handler's channel was full or gone.
+    dropped_handler_full,
+    /// Inbound RPC requests dropped at `max_concurrent_inbound_rpcs`.
+    dropped_inbound_rpc_limit,
+    /// Inbound RPC responses for no waiting request (late, cancelled or unknown).
+    unknown_responses,
+    /// Frames that did not decode (answered with `ParsingError`).
+    malformed_frames,
+    /// Stream frames refused by the reassembler.
+    stream_errors,
+    /// `Error` messages received from the remote.
+    remote_errors,
+    /// Outbound RPCs answered.
+    rpcs_succeeded,
+    /// Outbound RPCs that timed out.
+    rpcs_timed_out,
+    /// Outbound RPCs refused at `max_concurrent_outbound_rpcs`.
+    rpcs_refused,
+    /// Outbound RPCs failed because the connection closed.
+    rpcs_failed_at_close,
+    /// Outbound RPCs whose caller stopped waiting.
+    rpcs_cancelled,
+    /// Inbound RPCs answered in time.
+    inbound_rpcs_answered,
+    /// Inbound RPCs answered too late, dropped unanswered, or expired.
+    inbound_rpcs_unanswered,
+    /// Write system calls that moved bytes.
+    write_calls,
+    /// Bytes written to the socket (frames, including prefixes).
+    wire_bytes_out,
+    /// Batches handed from the mux to the writer.
+    write_batches,
+    /// Commands waiting in the outbox (a gauge, sampled at snapshot time).
+    outbox_depth,
+    /// Batches waiting for the writer (a gauge).
+    writer_queue_depth,
+    /// Messages delivered to handlers after the close started.
+    delivered_during_drain,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// Logs a warning at most once per second per instance, with the count of those suppressed.
+#[derive(Debug)]
+pub(crate) struct RateLimited {
+    what: &'static str,
+    last: parking_lot::Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimited {
+    pub(crate) const fn new(what: &'static str) -> RateLimited {
+        RateLimited {
+            what,
+            last: parking_lot::Mutex::new((None, 0)),
+        }
+    }
+
+    pub(crate) fn warn(&self, peer: &dyn std::fmt::Display, detail: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        let mut last = self.last.lock();
+        match last.0 {
+            Some(t) if now.duration_since(t).as_secs() < 1 => last.1 += 1,
+            _ => {
+                let suppressed = std::mem::take(&mut last.1);
+                last.0 = Some(now);
+                drop(last);
+                log::warn!(
+                    "peer {peer}: {}: {detail} ({suppressed} more since the last warning)",
+                    self.what
+                );
+            }
+        }
+    }
+}

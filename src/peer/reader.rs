@@ -1,0 +1,226 @@
+//! The reader thread (`syncpeer-reader`): owns the read half, waits only in `mio::Poll`
+//! (socket readable, or its `Waker` to stop), decodes frames and reassembles streams.
+//!
+//! Direct sends go straight from here to their handler: no extra thread hop on the latency
+//! path, and handler order is wire order. RPC traffic and malformed frames go to the mux, which
+//! owns the RPC state. On EOF, a read error or a fatal framing error the reader starts the close
+//! and exits; otherwise it keeps reading through the drain until told to stop, so the kernel
+//! never resets data the remote has not read.
+
+use std::io::{self, ErrorKind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Sender;
+use mio::{Events, Interest, Poll, Token};
+
+use super::builder::Handlers;
+use super::metrics::Counters;
+use super::shared::{FromReader, Shared};
+use super::socket::Half;
+use super::{DisconnectReason, Inbound};
+use crate::proto::{FrameDecoder, MultiplexMessage, NetworkMessage, Reassembler};
+
+pub(crate) const WAKER: Token = Token(1);
+const SOCKET: Token = Token(0);
+
+/// Bytes read per system call.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) struct Reader {
+    shared: Arc<Shared>,
+    half: Half,
+    poll: Poll,
+    handlers: Handlers,
+    to_mux: Sender<FromReader>,
+    decoder: FrameDecoder,
+    reassembler: Reassembler,
+    /// Dropped when the thread ends: the supervisor waits on it with a deadline.
+    _done: Sender<()>,
+}
+
+/// Why the read loop ended.
+enum Stop {
+    Eof,
+    Error(DisconnectReason),
+    Told,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        half: Half,
+        poll: Poll,
+        handlers: Handlers,
+        to_mux: Sender<FromReader>,
+        done: Sender<()>,
+    ) -> Reader {
+        let config = &shared.config;
+        Reader {
+            decoder: FrameDecoder::new(config.max_frame_size),
+            reassembler: Reassembler::new(config.max_frame_size, config.max_message_size),
+            shared,
+            half,
+            poll,
+            handlers,
+            to_mux,
+            _done: done,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let stop = match self.read_loop() {
+            Ok(stop) => stop,
+            Err(e) => {
+                log::error!("peer {}: read failed: {e}", self.shared.remote);
+                Stop::Error(DisconnectReason::InputOutputError)
+            }
+        };
+        match stop {
+            Stop::Eof => self
+                .shared
+                .begin_close(DisconnectReason::ConnectionClosed, false),
+            Stop::Error(reason) => self.shared.begin_close(reason, false),
+            Stop::Told => {}
+        }
+        log::debug!("peer {}: reader exits", self.shared.remote);
+    }
+
+    fn read_loop(&mut self) -> io::Result<Stop> {
+        self.poll
+            .registry()
+            .register(&mut self.half, SOCKET, Interest::READABLE)?;
+        let mut events = Events::with_capacity(4);
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            // Read until the socket is drained (mio is edge-triggered), then wait.
+            loop {
+                if self.shared.reader_stop.load(Ordering::Relaxed) {
+                    return Ok(Stop::Told);
+                }
+                match self.half.read(&mut buf) {
+                    Ok(0) => {
+                        if self.decoder.is_idle() {
+                            return Ok(Stop::Eof);
+                        }
+                        log::error!(
+                            "peer {}: connection ended inside a frame ({} bytes buffered)",
+                            self.shared.remote,
+                            self.decoder.buffered()
+                        );
+                        return Ok(Stop::Error(DisconnectReason::InputOutputError));
+                    }
+                    Ok(n) => {
+                        Counters::add(&self.shared.counters.bytes_in, n as u64);
+                        self.decoder.extend(&buf[..n]);
+                        if let Some(stop) = self.decode_all() {
+                            return Ok(stop);
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match self.poll.poll(&mut events, None) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Handles every complete frame buffered; `Some` if the connection cannot go on.
+    fn decode_all(&mut self) -> Option<Stop> {
+        loop {
+            match self.decoder.decode() {
+                Ok(None) => return None,
+                Ok(Some(frame)) => {
+                    Counters::add(&self.shared.counters.frames_in, 1);
+                    log::trace!(
+                        "peer {}: frame in: {}",
+                        self.shared.remote,
+                        frame_kind(&frame)
+                    );
+                    match frame {
+                        MultiplexMessage::Message(m) => self.dispatch(m),
+                        MultiplexMessage::Stream(s) => match self.reassembler.handle(s) {
+                            Ok(Some(m)) => self.dispatch(m),
+                            Ok(None) => {}
+                            Err(e) => {
+                                Counters::add(&self.shared.counters.stream_errors, 1);
+                                self.shared.warnings.stream.warn(&self.shared.remote, &e);
+                            }
+                        },
+                    }
+                }
+                Err(e) if e.is_fatal() => {
+                    log::error!("peer {}: {e}", self.shared.remote);
+                    return Some(Stop::Error(DisconnectReason::InputOutputError));
+                }
+                Err(e) => {
+                    Counters::add(&self.shared.counters.malformed_frames, 1);
+                    self.shared.warnings.malformed.warn(&self.shared.remote, &e);
+                    // The mux answers with ParsingError; if it has ended we are closing anyway.
+                    let _ = self.to_mux.send(FromReader::Malformed(e));
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, m: NetworkMessage) {
+        let counters = &self.shared.counters;
+        let m = match m {
+            NetworkMessage::DirectSendMsg(d) => {
+                let Some(handler) = self.handlers.get(d.protocol_id) else {
+                    Counters::add(&counters.dropped_unknown_protocol, 1);
+                    self.shared
+                        .warnings
+                        .unknown_protocol
+                        .warn(&self.shared.remote, &d.protocol_id);
+                    return;
+                };
+                let msg = Inbound::Message {
+                    from: self.shared.remote,
+                    protocol: d.protocol_id,
+                    data: d.raw_msg,
+                };
+                match handler.deliver(msg) {
+                    Ok(()) => {
+                        Counters::add(&counters.direct_sends_delivered, 1);
+                        if self.shared.is_closing() {
+                            Counters::add(&counters.delivered_during_drain, 1);
+                        }
+                    }
+                    Err(msg) => {
+                        Counters::add(&counters.dropped_handler_full, 1);
+                        self.shared
+                            .warnings
+                            .handler_full
+                            .warn(&self.shared.remote, &msg.protocol());
+                    }
+                }
+                return;
+            }
+            other => other,
+        };
+        if let Err(e) = self.to_mux.send(FromReader::Message(m)) {
+            // The mux has finished its drain: this RPC traffic can no longer be answered.
+            if let FromReader::Message(NetworkMessage::RpcResponse(_)) = e.0 {
+                Counters::add(&counters.unknown_responses, 1);
+            } else {
+                Counters::add(&counters.dropped_handler_full, 1);
+            }
+        }
+    }
+}
+
+fn frame_kind(m: &MultiplexMessage) -> &'static str {
+    match m {
+        MultiplexMessage::Message(NetworkMessage::DirectSendMsg(_)) => "direct send",
+        MultiplexMessage::Message(NetworkMessage::RpcRequest(_)) => "rpc request",
+        MultiplexMessage::Message(NetworkMessage::RpcResponse(_)) => "rpc response",
+        MultiplexMessage::Message(NetworkMessage::Error(_)) => "error",
+        MultiplexMessage::Stream(_) => "stream",
+    }
+}
