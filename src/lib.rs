@@ -1,2 +1,3 @@
 //! syncpeer: one connection to a remote peer, driven by plain OS threads.
 #![deny(missing_docs)]
+pub mod keyed;
