@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod keyed;
 pub mod peer;
 pub mod proto;
 
