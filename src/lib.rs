@@ -11,7 +11,7 @@ pub use bytes::Bytes;
 pub use config::{ConfigError, PeerConfig};
 pub use error::{RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
 pub use peer::{
-    Delivery, DisconnectReason, Disconnected, DrainReport, Handler, Inbound, Peer, PeerBuilder,
-    PeerHandle, PeerId, PeerMetrics, PendingRpc, Receipt, Responder, Socket,
+    Delivery, DisconnectReason, Disconnected, DrainReport, Handler, HandlerKey, Inbound, Peer,
+    PeerBuilder, PeerHandle, PeerId, PeerMetrics, PendingRpc, Receipt, Responder, Socket,
 };
 pub use proto::ProtocolId;

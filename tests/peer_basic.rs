@@ -81,3 +81,52 @@ fn rpc_round_trip() {
         assert_eq!(disconnected(&b).reason, DisconnectReason::ConnectionClosed);
     }
 }
+
+#[test]
+fn keyed_handler_receives_and_counts_drops() {
+    use syncpeer::keyed::{self, QueueStyle};
+    init_logging();
+    let (sa, sb) = tcp_pair();
+    let (ktx, krx) = keyed::channel(QueueStyle::Klast, 3).unwrap();
+    let (dtx, drx) = crossbeam_channel::unbounded();
+    let b = syncpeer::Peer::builder(sb)
+        .remote_peer_id(syncpeer::PeerId::from_u64(1))
+        .handler(DIRECT, ktx)
+        .on_disconnect(dtx)
+        .spawn()
+        .unwrap();
+    let a = spawn_side(sa, 1, 2, PeerConfig::default(), 16);
+    for i in 0..5u8 {
+        let receipt = a
+            .handle
+            .send_with_receipt(DIRECT, Bytes::from(vec![i]))
+            .unwrap();
+        assert_eq!(
+            receipt.wait_timeout(WAIT),
+            Some(syncpeer::Delivery::Written)
+        );
+    }
+    // Wait until B has delivered all five (two of them evicting older ones).
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.metrics().direct_sends_delivered < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never delivered 5 messages"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(b.metrics().dropped_handler_full, 2);
+    let got: Vec<u8> = (0..3)
+        .map(|_| {
+            let (key, msg) = krx.recv_timeout(WAIT).unwrap();
+            assert_eq!(key, (syncpeer::PeerId::from_u64(1), DIRECT));
+            msg.data()[0]
+        })
+        .collect();
+    assert_eq!(got, [2, 3, 4], "KLAST keeps the last three");
+    drop(a);
+    assert_eq!(
+        drx.recv_timeout(WAIT).unwrap().reason,
+        DisconnectReason::ConnectionClosed
+    );
+}

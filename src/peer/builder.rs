@@ -19,6 +19,7 @@ use super::socket::Socket;
 use super::writer::Writer;
 use super::{Disconnected, Inbound, PeerId};
 use crate::config::PeerConfig;
+use crate::keyed;
 use crate::proto::ProtocolId;
 
 /// Stack size of each connection thread: enough for the loops here, small enough that a
@@ -31,35 +32,68 @@ const INBOUND_CAPACITY: usize = 1024;
 /// Capacity, in batches, of the mux → writer channel.
 const FRAMES_CAPACITY: usize = 16;
 
-/// Where inbound messages of one protocol go. Built from a crossbeam `Sender<Inbound>`.
+/// The key of a [`keyed`](crate::keyed) handler queue: one sub-queue per remote and protocol,
+/// served round-robin, as the original's upstream handlers are.
+pub type HandlerKey = (PeerId, ProtocolId);
+
+/// Where inbound messages of one protocol go: a crossbeam `Sender<Inbound>`, or a
+/// [`keyed`](crate::keyed) sender keyed by [`HandlerKey`] (fair across peers, with a per-key
+/// FIFO, LIFO or KLAST policy).
 ///
-/// Delivery never blocks: if the channel is full the message is dropped, counted in
+/// Delivery never blocks: a message the handler cannot take (channel full, FIFO sub-queue
+/// full, or an older message evicted by KLAST/LIFO) is dropped, counted in
 /// [`PeerMetrics::dropped_handler_full`](crate::PeerMetrics) and logged.
 #[derive(Clone)]
-pub struct Handler {
-    tx: Sender<Inbound>,
+pub struct Handler(HandlerKind);
+
+#[derive(Clone)]
+enum HandlerKind {
+    Channel(Sender<Inbound>),
+    Keyed(keyed::Sender<HandlerKey, Inbound>),
 }
 
 impl fmt::Debug for Handler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handler")
-            .field("queued", &self.tx.len())
-            .finish()
+        match &self.0 {
+            HandlerKind::Channel(tx) => f.debug_tuple("Handler::Channel").field(&tx.len()).finish(),
+            HandlerKind::Keyed(_) => f.write_str("Handler::Keyed"),
+        }
     }
 }
 
 impl From<Sender<Inbound>> for Handler {
     fn from(tx: Sender<Inbound>) -> Handler {
-        Handler { tx }
+        Handler(HandlerKind::Channel(tx))
+    }
+}
+
+impl From<keyed::Sender<HandlerKey, Inbound>> for Handler {
+    fn from(tx: keyed::Sender<HandlerKey, Inbound>) -> Handler {
+        Handler(HandlerKind::Keyed(tx))
     }
 }
 
 impl Handler {
-    /// Hands over one message without blocking; gives it back if the handler cannot take it.
-    pub(crate) fn deliver(&self, msg: Inbound) -> Result<(), Inbound> {
-        self.tx.try_send(msg).map_err(|e| match e {
-            TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
-        })
+    /// Hands over one message without blocking. `Err` gives back a message the handler did not
+    /// take; `Ok(Some(older))` means it was taken but pushed out an older one.
+    pub(crate) fn deliver(&self, msg: Inbound) -> Result<Option<Inbound>, Inbound> {
+        match &self.0 {
+            HandlerKind::Channel(tx) => tx.try_send(msg).map(|()| None).map_err(|e| match e {
+                TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
+            }),
+            HandlerKind::Keyed(tx) => {
+                let key = match &msg {
+                    Inbound::Message { from, protocol, .. }
+                    | Inbound::Request { from, protocol, .. } => (*from, *protocol),
+                };
+                match tx.push(key, msg) {
+                    Ok(keyed::Pushed::Queued) => Ok(None),
+                    Ok(keyed::Pushed::EvictedOldest(old)) => Ok(Some(old)),
+                    Ok(keyed::Pushed::DroppedNew(m)) => Err(m),
+                    Err(e) => Err(e.into_inner().1),
+                }
+            }
+        }
     }
 }
 

@@ -55,7 +55,7 @@ mod socket;
 mod supervisor;
 mod writer;
 
-pub use builder::{Handler, Peer, PeerBuilder};
+pub use builder::{Handler, HandlerKey, Peer, PeerBuilder};
 pub use handle::{Delivery, PeerHandle, PendingRpc, Receipt, Responder};
 pub use metrics::PeerMetrics;
 pub use socket::Socket;

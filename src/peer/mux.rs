@@ -373,10 +373,15 @@ impl Mux {
                     responder,
                 };
                 match handler.deliver(msg) {
-                    Ok(()) => {
+                    Ok(evicted) => {
                         Counters::add(&counters.requests_delivered, 1);
                         if shared.is_closing() {
                             Counters::add(&counters.delivered_during_drain, 1);
+                        }
+                        // An evicted request's responder frees its slot when dropped here.
+                        if evicted.is_some() {
+                            Counters::add(&counters.dropped_handler_full, 1);
+                            shared.warnings.handler_full.warn(&shared.remote, &protocol);
                         }
                     }
                     // Dropping the message drops its responder, which frees the slot.
@@ -394,7 +399,7 @@ impl Mux {
                     data,
                 };
                 let delivered = self.handlers.get(protocol).map(|h| h.deliver(msg));
-                if !matches!(delivered, Some(Ok(()))) {
+                if !matches!(delivered, Some(Ok(None))) {
                     Counters::add(&counters.dropped_handler_full, 1);
                 }
             }

@@ -186,10 +186,17 @@ impl Reader {
                     data: d.raw_msg,
                 };
                 match handler.deliver(msg) {
-                    Ok(()) => {
+                    Ok(evicted) => {
                         Counters::add(&counters.direct_sends_delivered, 1);
                         if self.shared.is_closing() {
                             Counters::add(&counters.delivered_during_drain, 1);
+                        }
+                        if let Some(old) = evicted {
+                            Counters::add(&counters.dropped_handler_full, 1);
+                            self.shared
+                                .warnings
+                                .handler_full
+                                .warn(&self.shared.remote, &old.protocol());
                         }
                     }
                     Err(msg) => {
