@@ -1,4 +1,65 @@
 //! syncpeer: one connection to a remote peer, driven by plain OS threads.
+//!
+//! A thread-based, synchronous rewrite of the Aptos network `Peer` actor. It speaks the same
+//! wire format (Aptos messaging v1), offers the same services (direct send, RPC, streaming of
+//! large messages, disconnect notification) and fixes the original's shutdown race: **a graceful
+//! close delivers every message that was accepted for sending before the connection closes, and
+//! whatever cannot be delivered in time is reported, never silently dropped.**
+//!
+//! # Hello world
+//!
+//! ```
+//! use std::time::Duration;
+//! use syncpeer::{Bytes, DisconnectReason, Inbound, Peer, PeerId, ProtocolId};
+//!
+//! let (a, b) = std::os::unix::net::UnixStream::pair()?;
+//! let (tx, inbound) = crossbeam_channel::bounded(16);
+//! let server = Peer::builder(b).remote_peer_id(PeerId::from_u64(1)).handler(ProtocolId(0), tx).spawn()?;
+//! let client = Peer::builder(a).remote_peer_id(PeerId::from_u64(2)).spawn()?;
+//!
+//! let call = client.rpc_start(ProtocolId(0), Bytes::from_static(b"ping"), Duration::from_secs(5))?;
+//! match inbound.recv_timeout(Duration::from_secs(5))? {
+//!     Inbound::Request { data, responder, .. } => responder.respond(data)?,
+//!     Inbound::Message { .. } => unreachable!("only an rpc was sent"),
+//! }
+//! assert_eq!(call.wait()?, Bytes::from_static(b"ping"));
+//!
+//! client.send(ProtocolId(0), Bytes::from_static(b"bye"))?;
+//! let report = client.shutdown(DisconnectReason::RequestedByPeerManager);
+//! assert_eq!(report.messages_written, 2); // the request and the direct send
+//! assert!(report.is_clean());
+//! # drop(server);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Threads and channels (per connection)
+//!
+//! ```text
+//!  app threads ──send/rpc──▶ [outbox: bounded, gated] ──▶ ┌──────────┐ ──▶ [frames: bounded FIFO] ──▶ writer ──▶ socket
+//!                                                        │   mux    │        Batch | DrainAndClose
+//!  socket ──▶ reader ──▶ [inbound: bounded] ───────────▶ │ (owns    │
+//!             (mio Poll: READABLE + stop Waker)          │ Session) │ ──▶ handler channels (RPC requests)
+//!             └──▶ handler channels (direct sends)       │          │ ──▶ RPC callers' reply channels
+//!  Responder::respond ──▶ [replies] ───────────────────▶ └──────────┘
+//! ```
+//!
+//! The reader waits only in `mio::Poll`, the mux only in a crossbeam `Select`, the writer only
+//! on its channel (and its own `Poll` when the socket is full). The close sequence, and why it
+//! cannot lose an accepted message, is described in [`peer`].
+//!
+//! # Non-goals
+//!
+//! * No handshake, authentication or encryption on a [`Peer`]: it takes an established socket
+//!   (the original runs Noise and a handshake before its `Peer`).
+//! * No async API, and no runtime: blocking calls, crossbeam channels and `select!`.
+//! * `ErrorCode::NotSupported` is defined on the wire but never sent, as in the original.
+//!
+//! # Modules
+//!
+//! * [`proto`]: the sans-IO core (messages, codec, streaming, RPC bookkeeping, session).
+//! * [`peer`]: the threads of one connection and the public handle.
+//! * [`keyed`]: fair per-key queues (FIFO, LIFO, KLAST) to use as handler sinks.
+//! * [`config`], [`error`]: configuration and per-operation errors.
 #![deny(missing_docs)]
 
 pub mod config;
