@@ -30,7 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .handler(VOTES, tx)
             .on_disconnect(dtx)
             .spawn()?;
-        let sender = Peer::builder(client).remote_peer_id(PeerId::from_u64(2)).spawn()?;
+        let sender = Peer::builder(client)
+            .remote_peer_id(PeerId::from_u64(2))
+            .spawn()?;
 
         let start = Instant::now();
         for seq in 0..messages {
@@ -58,7 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "round {round}: queued {messages} votes in {queued:.2?}; close took {:.2?}: \
              written {}, abandoned {}, delivered {next}, silently lost {lost}; remote saw {}",
-            report.drain_duration, report.messages_written, report.messages_abandoned, remote.reason
+            report.drain_duration,
+            report.messages_written,
+            report.messages_abandoned,
+            remote.reason
         );
         drop(receiver);
     }

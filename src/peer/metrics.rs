@@ -16,7 +16,7 @@ macro_rules! metrics {
 
         #[derive(Debug, Default)]
         pub(crate) struct Counters {
-            $(pub(crate) $name: AtomicU64,)*
+            $(pub(crate) $name: Padded,)*
         }
 
         impl Counters {
@@ -96,6 +96,20 @@ metrics! {
     writer_queue_depth,
     /// Messages delivered to handlers after the close started.
     delivered_during_drain,
+}
+
+/// One counter per cache line: the reader, mux and writer bump different counters on every
+/// message, and packed counters would make those cache lines bounce between cores.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded(AtomicU64);
+
+impl std::ops::Deref for Padded {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
 }
 
 impl Counters {

@@ -35,6 +35,9 @@ pub(crate) struct Reader {
     to_mux: Sender<FromReader>,
     decoder: FrameDecoder,
     reassembler: Reassembler,
+    /// Counts not yet added to the shared counters.
+    frames: u64,
+    delivered: u64,
     /// Dropped when the thread ends: the supervisor waits on it with a deadline.
     _done: Sender<()>,
 }
@@ -64,6 +67,8 @@ impl Reader {
             poll,
             handlers,
             to_mux,
+            frames: 0,
+            delivered: 0,
             _done: done,
         }
     }
@@ -111,9 +116,17 @@ impl Reader {
                         return Ok(Stop::Error(DisconnectReason::InputOutputError));
                     }
                     Ok(n) => {
-                        Counters::add(&self.shared.counters.bytes_in, n as u64);
                         self.decoder.extend(&buf[..n]);
-                        if let Some(stop) = self.decode_all() {
+                        let stop = self.decode_all();
+                        // Counted once per read, not per frame.
+                        let c = &self.shared.counters;
+                        Counters::add(&c.bytes_in, n as u64);
+                        Counters::add(&c.frames_in, std::mem::take(&mut self.frames));
+                        Counters::add(
+                            &c.direct_sends_delivered,
+                            std::mem::take(&mut self.delivered),
+                        );
+                        if let Some(stop) = stop {
                             return Ok(stop);
                         }
                     }
@@ -136,7 +149,7 @@ impl Reader {
             match self.decoder.decode() {
                 Ok(None) => return None,
                 Ok(Some(frame)) => {
-                    Counters::add(&self.shared.counters.frames_in, 1);
+                    self.frames += 1;
                     log::trace!(
                         "peer {}: frame in: {}",
                         self.shared.remote,
@@ -187,7 +200,7 @@ impl Reader {
                 };
                 match handler.deliver(msg) {
                     Ok(evicted) => {
-                        Counters::add(&counters.direct_sends_delivered, 1);
+                        self.delivered += 1;
                         if self.shared.is_closing() {
                             Counters::add(&counters.delivered_during_drain, 1);
                         }

@@ -202,10 +202,10 @@ impl Writer {
 
     /// Records `n` more bytes written: resolves the messages they complete.
     fn advance(&mut self, mut n: usize) {
-        let counters = &self.shared.counters;
+        let (mut messages, mut bytes) = (0, 0);
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
-                return;
+                break;
             };
             let step = n.min(front.len - self.offset);
             self.offset += step;
@@ -214,8 +214,8 @@ impl Writer {
                 if mark.end > self.offset {
                     break;
                 }
-                Counters::add(&counters.messages_written, 1);
-                Counters::add(&counters.bytes_written, mark.len as u64);
+                messages += 1;
+                bytes += mark.len as u64;
                 if let Some(r) = mark.receipt.take() {
                     r.resolve(Delivery::Written);
                 }
@@ -227,6 +227,10 @@ impl Writer {
                 self.next_mark = 0;
             }
         }
+        // Once per write call, not per message.
+        let counters = &self.shared.counters;
+        Counters::add(&counters.messages_written, messages);
+        Counters::add(&counters.bytes_written, bytes);
     }
 
     /// Abandons the batches taken from the channel (not those still in it).
