@@ -111,14 +111,19 @@ impl Mux {
     }
 
     fn is_drained(&self) -> bool {
+        // Once the reader has gone (EOF or error) no response can arrive: waiting for the
+        // outbound RPCs would only burn the linger.
         !self.session.has_transmit()
             && self.out.is_empty()
-            && self.session.outbound_rpcs() == 0
+            && (self.session.outbound_rpcs() == 0 || !self.inbound_open)
             && self.session.inbound_rpcs() == 0
     }
 
     /// Blocks until one input, room for the batch in the writer's channel, or `deadline`.
     fn wait(&mut self, deadline: Option<Instant>) -> Input {
+        // `pump` has sealed the batch already; sealing again is free and keeps the invariant
+        // local: the batch offered below carries every byte its marks count.
+        self.out.seal(&mut self.head);
         let mut sel = Select::new();
         let take_commands = self.outbox_open && self.out.len < HIGH_WATER;
         let i_out = take_commands.then(|| sel.recv(&self.outbox));
