@@ -145,6 +145,14 @@ impl<R> PendingRpcs<R> {
     }
 }
 
+#[cfg(test)]
+impl<R> PendingRpcs<R> {
+    /// Moves the id counter, so tests reach the wrap without 2^32 requests.
+    pub(crate) fn set_next_id(&mut self, id: u32) {
+        self.next_id = id;
+    }
+}
+
 /// Why a reply to an inbound request is not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyRefused {

@@ -25,7 +25,9 @@ use super::message::{
     RpcResponse, StreamId, StreamMessage,
 };
 use super::rpc::{InboundRpcs, PendingRpcs, ReplyRefused};
-use super::stream::{MessageTooLarge, OutboundStream, Reassembler, StreamError, fragment_size};
+use super::stream::{
+    MessageTooLarge, OutboundStream, Reassembler, StreamError, fragment_size, max_payload,
+};
 
 /// The limits a session enforces (a subset of `PeerConfig`).
 #[derive(Clone, Copy, Debug)]
@@ -168,6 +170,10 @@ impl<R, K> Session<R, K> {
 
     fn enqueue(&mut self, message: NetworkMessage, tag: K) -> Result<(), (MessageTooLarge, K)> {
         let len = message.data_len();
+        let max = max_payload(self.config.max_frame_size, self.config.max_message_size);
+        if len > max {
+            return Err((MessageTooLarge { len, max }, tag));
+        }
         let completes = Completion { len, tag };
         if len <= fragment_size(self.config.max_frame_size) {
             self.queue.push_back(Transmit {
@@ -197,7 +203,8 @@ impl<R, K> Session<R, K> {
     ///
     /// # Errors
     ///
-    /// [`MessageTooLarge`] over `max_message_size`, with the tag handed back.
+    /// [`MessageTooLarge`] over `max_message_size`, or over what a stream can carry when the
+    /// receiver's fragment limit binds first (small frames), with the tag handed back.
     pub fn send(
         &mut self,
         protocol: ProtocolId,
@@ -229,7 +236,8 @@ impl<R, K> Session<R, K> {
         tag: K,
     ) -> Result<RequestId, RpcRefused<R>> {
         let len = data.len();
-        let max = self.config.max_message_size;
+        // The same limit as `enqueue`, checked before an id and a slot are taken.
+        let max = max_payload(self.config.max_frame_size, self.config.max_message_size);
         if len > max {
             return Err(RpcRefused::TooLarge(MessageTooLarge { len, max }, token));
         }

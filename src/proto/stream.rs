@@ -25,6 +25,21 @@ pub fn fragment_size(max_frame_size: usize) -> usize {
     max_frame_size - FRAME_OVERHEAD
 }
 
+/// The fragments a receiver accepts after a header: `max_message_size / max_frame_size`, at
+/// most 255 (the original's rule).
+fn max_fragments(max_frame_size: usize, max_message_size: usize) -> u8 {
+    (max_message_size / max_frame_size.max(1)).min(255) as u8
+}
+
+/// The largest payload a sender may send: within `max_message_size`, and small enough that a
+/// receiver with the same limits accepts its stream (the header's share plus
+/// [`max_fragments`] fragments). Fragments carry `max_frame_size − 64` bytes, so with small
+/// frames this is below `max_message_size`; with the defaults (4 MiB, 64 MiB) it is equal.
+pub(crate) fn max_payload(max_frame_size: usize, max_message_size: usize) -> usize {
+    let fragments = usize::from(max_fragments(max_frame_size, max_message_size));
+    max_message_size.min(fragment_size(max_frame_size) * (1 + fragments))
+}
+
 /// A message over `max_message_size`, refused before anything was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageTooLarge {
@@ -62,8 +77,8 @@ impl OutboundStream {
     ///
     /// # Errors
     ///
-    /// [`MessageTooLarge`] if the payload exceeds `max_message_size` or would need more than 255
-    /// fragments.
+    /// [`MessageTooLarge`] if the payload exceeds `max_message_size` or would need more
+    /// fragments than a receiver with the same limits accepts (see [`Reassembler::new`]).
     pub fn new(
         id: StreamId,
         mut message: NetworkMessage,
@@ -72,7 +87,7 @@ impl OutboundStream {
     ) -> Result<OutboundStream, MessageTooLarge> {
         let len = message.data_len();
         let fragment_size = fragment_size(max_frame_size);
-        let max = max_message_size.min(fragment_size * 256);
+        let max = max_payload(max_frame_size, max_message_size);
         if len > max {
             return Err(MessageTooLarge { len, max });
         }
@@ -223,10 +238,9 @@ pub struct Reassembler {
 impl Reassembler {
     /// A reassembler accepting `max_message_size / max_frame_size` fragments per stream.
     pub fn new(max_frame_size: usize, max_message_size: usize) -> Reassembler {
-        let max_fragments = (max_message_size / max_frame_size.max(1)).min(255) as u8;
         Reassembler {
             current: None,
-            max_fragments,
+            max_fragments: max_fragments(max_frame_size, max_message_size),
             max_message_size,
         }
     }
@@ -376,14 +390,10 @@ mod tests {
 
     #[test]
     fn refuses_oversized_message() {
-        let err = OutboundStream::new(StreamId(0), direct(10 * FRAME + 1), FRAME, 10 * FRAME);
-        assert_eq!(
-            err.unwrap_err(),
-            MessageTooLarge {
-                len: 10 * FRAME + 1,
-                max: 10 * FRAME
-            }
-        );
+        // A receiver with these limits takes the header and 10 fragments of 10 bytes.
+        assert!(OutboundStream::new(StreamId(0), direct(110), FRAME, 10 * FRAME).is_ok());
+        let err = OutboundStream::new(StreamId(0), direct(111), FRAME, 10 * FRAME);
+        assert_eq!(err.unwrap_err(), MessageTooLarge { len: 111, max: 110 });
     }
 
     #[test]
