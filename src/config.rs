@@ -134,6 +134,14 @@ impl PeerConfig {
         Ok(())
     }
 
+    /// The largest payload a send, RPC or response accepts: `max_message_size`, or less when
+    /// frames are so small that the remote's fragment limit (`max_message_size /
+    /// max_frame_size` fragments of `max_frame_size − 64` bytes, plus the header's share)
+    /// cannot carry that much. Equal to `max_message_size` with the defaults.
+    pub fn max_payload(&self) -> usize {
+        crate::proto::stream::max_payload(self.max_frame_size, self.max_message_size)
+    }
+
     pub(crate) fn session(&self) -> SessionConfig {
         SessionConfig {
             max_frame_size: self.max_frame_size,
@@ -156,6 +164,17 @@ mod tests {
         assert_eq!(c.max_message_size, 67_108_864);
         assert_eq!(c.max_message_size / c.max_frame_size, 16);
         assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.max_payload(), c.max_message_size);
+        let small = PeerConfig {
+            max_frame_size: 128,
+            max_message_size: 2560,
+            ..Default::default()
+        };
+        assert_eq!(
+            small.max_payload(),
+            64 * 21,
+            "20 fragments of 64 bytes plus the header's"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 pub enum SendError {
     /// The peer is closing or closed: nothing more is accepted.
     Closed(Bytes),
-    /// The payload exceeds `max_message_size`.
+    /// The payload exceeds [`PeerConfig::max_payload`](crate::PeerConfig::max_payload).
     TooLarge(Bytes),
 }
 
@@ -22,7 +22,7 @@ pub enum TrySendError {
     Full(Bytes),
     /// The peer is closing or closed.
     Closed(Bytes),
-    /// The payload exceeds `max_message_size`.
+    /// The payload exceeds [`PeerConfig::max_payload`](crate::PeerConfig::max_payload).
     TooLarge(Bytes),
 }
 
@@ -33,7 +33,7 @@ pub enum SendTimeoutError {
     Timeout(Bytes),
     /// The peer is closing or closed.
     Closed(Bytes),
-    /// The payload exceeds `max_message_size`.
+    /// The payload exceeds [`PeerConfig::max_payload`](crate::PeerConfig::max_payload).
     TooLarge(Bytes),
 }
 
@@ -67,17 +67,17 @@ macro_rules! payload_error {
 
 payload_error!(SendError {
     Closed => "sending on a closed peer",
-    TooLarge => "message exceeds max_message_size",
+    TooLarge => "message exceeds the payload limit",
 });
 payload_error!(TrySendError {
     Full => "sending on a full outbox",
     Closed => "sending on a closed peer",
-    TooLarge => "message exceeds max_message_size",
+    TooLarge => "message exceeds the payload limit",
 });
 payload_error!(SendTimeoutError {
     Timeout => "timed out sending on a full outbox",
     Closed => "sending on a closed peer",
-    TooLarge => "message exceeds max_message_size",
+    TooLarge => "message exceeds the payload limit",
 });
 
 /// How an RPC failed.
@@ -91,7 +91,7 @@ pub enum RpcError {
     Disconnected,
     /// The peer was aborted before the request was written.
     Cancelled,
-    /// The request exceeds `max_message_size`; nothing was sent.
+    /// The request exceeds [`PeerConfig::max_payload`](crate::PeerConfig::max_payload); nothing was sent.
     TooLarge,
 }
 
@@ -102,7 +102,7 @@ impl fmt::Display for RpcError {
             RpcError::TooManyPending(n) => write!(f, "too many pending rpcs (limit {n})"),
             RpcError::Disconnected => f.write_str("peer disconnected before the rpc completed"),
             RpcError::Cancelled => f.write_str("rpc cancelled by abort before it was sent"),
-            RpcError::TooLarge => f.write_str("rpc request exceeds max_message_size"),
+            RpcError::TooLarge => f.write_str("rpc request exceeds the payload limit"),
         }
     }
 }

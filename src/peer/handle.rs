@@ -131,7 +131,7 @@ pub struct Responder {
     replies: Arc<Gate<Reply>>,
     slot: u64,
     deadline: Instant,
-    max_message_size: usize,
+    max_payload: usize,
     done: bool,
 }
 
@@ -140,13 +140,13 @@ impl Responder {
         replies: Arc<Gate<Reply>>,
         slot: u64,
         deadline: Instant,
-        max_message_size: usize,
+        max_payload: usize,
     ) -> Responder {
         Responder {
             replies,
             slot,
             deadline,
-            max_message_size,
+            max_payload,
             done: false,
         }
     }
@@ -161,14 +161,14 @@ impl Responder {
     /// # Errors
     ///
     /// [`RespondError::TimedOut`] past the deadline, [`RespondError::Disconnected`] once the
-    /// connection has closed (or the response exceeds `max_message_size`, which the original
+    /// connection has closed (or the response exceeds `PeerConfig::max_payload`, which the original
     /// could not send either); nothing is sent then.
     pub fn respond(mut self, data: Bytes) -> Result<(), RespondError> {
         let at = Instant::now();
         if at >= self.deadline {
             return Err(RespondError::TimedOut);
         }
-        if data.len() > self.max_message_size {
+        if data.len() > self.max_payload {
             return Err(RespondError::Disconnected);
         }
         let reply = Reply::Respond {
@@ -223,7 +223,7 @@ impl PeerHandle {
     }
 
     fn check_size(&self, data: &Bytes) -> bool {
-        data.len() <= self.shared().config.max_message_size
+        data.len() <= self.shared().config.max_payload()
     }
 
     /// Queues a direct send, waiting while the outbox is full (until the peer closes).
@@ -231,7 +231,7 @@ impl PeerHandle {
     /// # Errors
     ///
     /// [`SendError`] with the payload: the peer is closed, or the payload is over
-    /// `max_message_size`.
+    /// `max_payload`.
     pub fn send(&self, protocol: ProtocolId, data: Bytes) -> Result<(), SendError> {
         self.send_inner(protocol, data, None, None)
             .map_err(|e| match e {
@@ -341,7 +341,7 @@ impl PeerHandle {
     /// # Errors
     ///
     /// [`RpcError::Disconnected`] if the peer is closed, [`RpcError::TooLarge`] over
-    /// `max_message_size`.
+    /// `max_payload`.
     pub fn rpc_start(
         &self,
         protocol: ProtocolId,

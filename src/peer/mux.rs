@@ -369,7 +369,7 @@ impl Mux {
                     shared.replies.clone(),
                     slot,
                     deadline,
-                    shared.config.max_message_size,
+                    shared.config.max_payload(),
                 );
                 let msg = Inbound::Request {
                     from: shared.remote,
