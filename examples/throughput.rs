@@ -57,6 +57,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         received as f64 / secs,
         (received * size) as f64 / secs / 1e6
     );
+    let r = receiver.metrics();
+    if r.dropped_handler_full > 0 {
+        println!(
+            "receiver: {} messages dropped because the handler channel was full \
+             (the counting thread fell behind)",
+            r.dropped_handler_full
+        );
+    }
     let m = sender.metrics();
     println!(
         "sender: {} write calls, {} batches, {:.1} messages per write",
@@ -74,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = responder.respond(data);
         }
     });
-    let mut rtts: Vec<Duration> = (0..2000)
+    let mut rtts: Vec<Duration> = (0..2_000)
         .map(|_| {
             let t = Instant::now();
             sender
