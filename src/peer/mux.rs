@@ -110,10 +110,13 @@ impl Mux {
         }
     }
 
+    /// Nothing left to write and no RPC that can still complete. Outbound RPCs are waited for
+    /// only while the reader runs: once it has ended (the remote's EOF or a read error, after
+    /// every frame before it was handed over) no response can arrive.
     fn is_drained(&self) -> bool {
         !self.session.has_transmit()
             && self.out.is_empty()
-            && self.session.outbound_rpcs() == 0
+            && (self.session.outbound_rpcs() == 0 || !self.inbound_open)
             && self.session.inbound_rpcs() == 0
     }
 
