@@ -20,13 +20,14 @@
 //! The mux notices the close when the outbox reports `Disconnected`, which crossbeam does only
 //! after every queued command was received: nothing accepted is skipped. It keeps running its
 //! event loop, writing what it drained and waiting for in-flight RPCs in both directions, until
-//! none is left or the deadline passes. Then the mux loop ends and the same thread becomes the
-//! supervisor: program order stands in for "join the mux thread". It closes the replies gate
-//! and handles the replies accepted before that, fails the RPCs still waiting
-//! (`RpcError::Disconnected`), reports every message not handed to the writer as abandoned,
-//! and sends `DrainAndClose` into the frames channel. That channel is a FIFO with a single
-//! producer, the mux, so every frame is ahead of the marker: no `select!` can pick the marker
-//! first, which is the original's bug.
+//! none is left or the deadline passes; responses to its own requests are waited for only while
+//! the reader runs, since after the remote's EOF (or a read error) none can arrive. Then the
+//! mux loop ends and the same thread becomes the supervisor: program order stands in for "join
+//! the mux thread". It closes the replies gate and handles the replies accepted before that,
+//! fails the RPCs still waiting (`RpcError::Disconnected`), reports every message not handed to
+//! the writer as abandoned, and sends `DrainAndClose` into the frames channel. That channel is
+//! a FIFO with a single producer, the mux, so every frame is ahead of the marker: no `select!`
+//! can pick the marker first, which is the original's bug.
 //!
 //! The writer writes every frame ahead of the marker (or, past the deadline, abandons them and
 //! counts each message), then half-closes the socket so the remote reads EOF after the last

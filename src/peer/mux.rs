@@ -110,6 +110,9 @@ impl Mux {
         }
     }
 
+    /// Nothing left to write and no RPC that can still complete. Outbound RPCs are waited for
+    /// only while the reader runs: once it has ended (the remote's EOF or a read error, after
+    /// every frame before it was handed over) no response can arrive.
     fn is_drained(&self) -> bool {
         // Once the reader has gone (EOF or error) no response can arrive: waiting for the
         // outbound RPCs would only burn the linger.

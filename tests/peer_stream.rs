@@ -1,0 +1,192 @@
+//! Streaming of large messages: one 64 MiB message per transport at the default frame size
+//! while small messages flow both ways, and, with small frames, many fragmented messages and
+//! RPCs in both directions at once.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use crossbeam_channel::Receiver;
+use syncpeer::{Bytes, Inbound, PeerConfig};
+
+/// Size of the one large message per transport (the default `max_message_size`).
+const LARGE: usize = 64 << 20;
+/// Small messages sent in each direction alongside it.
+const SMALL: u64 = 300;
+const SMALL_LEN: usize = 24;
+
+/// Receives `smalls` numbered small messages (in order) and `larges.len()` large ones (in
+/// order, matched by checksum); returns how many small ones came before the first large one.
+#[track_caller]
+fn receive_mixed(rx: &Receiver<Inbound>, smalls: u64, larges: &[(usize, u64)]) -> u64 {
+    let (mut next_small, mut next_large, mut before_first_large) = (0u64, 0usize, 0u64);
+    while next_small < smalls || next_large < larges.len() {
+        let m = rx.recv_timeout(WAIT).expect("message in time");
+        let data = m.data();
+        if data.len() == SMALL_LEN {
+            assert_eq!(
+                index_of(data),
+                next_small,
+                "small messages keep their order"
+            );
+            next_small += 1;
+            if next_large == 0 {
+                before_first_large += 1;
+            }
+        } else {
+            let (len, sum) = larges
+                .get(next_large)
+                .copied()
+                .expect("no extra large message");
+            assert_eq!(data.len(), len, "large message {next_large}: length");
+            assert_eq!(checksum(data), sum, "large message {next_large}: contents");
+            next_large += 1;
+        }
+    }
+    assert!(rx.try_recv().is_err(), "nothing more arrives");
+    before_first_large
+}
+
+#[test]
+fn sixty_four_mib_message_with_small_traffic_both_ways() {
+    for t in TRANSPORTS {
+        let (a, b) = pair_with(t, PeerConfig::default(), 1024);
+        let large = pattern(LARGE, 64);
+        let expected = [(LARGE, checksum(&large))];
+        let start = Instant::now();
+        let receipt = a.handle.send_with_receipt(DIRECT, large).unwrap();
+        // Small messages the same way, queued right behind the large one...
+        let ha = a.handle.clone();
+        let same_way = std::thread::spawn(move || {
+            for i in 0..SMALL {
+                ha.send(DIRECT, numbered(i, SMALL_LEN)).unwrap();
+            }
+        });
+        // ...and the other way at the same time.
+        let hb = b.handle.clone();
+        let other_way = std::thread::spawn(move || {
+            for i in 0..SMALL {
+                hb.send(DIRECT, numbered(i, SMALL_LEN)).unwrap();
+            }
+        });
+        let a_in = a.inbound.clone();
+        let back = std::thread::spawn(move || receive_mixed(&a_in, SMALL, &[]));
+        let before = receive_mixed(&b.inbound, SMALL, &expected);
+        within("senders and receiver", WAIT, move || {
+            same_way.join().unwrap();
+            other_way.join().unwrap();
+            back.join().unwrap();
+        });
+        assert_eq!(
+            receipt.wait_timeout(WAIT),
+            Some(syncpeer::Delivery::Written)
+        );
+        eprintln!(
+            "{t:?}: 64 MiB in {:?}; {before} of {SMALL} small messages overtook it",
+            start.elapsed()
+        );
+        let m = b.handle.metrics();
+        assert_eq!(m.direct_sends_delivered, SMALL + 1);
+        assert_eq!(m.stream_errors, 0);
+    }
+}
+
+#[test]
+fn many_fragments_both_ways_with_small_frames() {
+    /// 16 KiB frames: a 2 MiB message is a header and 128 fragments.
+    const FRAME: usize = 16 * 1024;
+    const MESSAGE: usize = 2 << 20;
+    const LARGES: u64 = 3;
+    let config = PeerConfig {
+        max_frame_size: FRAME,
+        max_message_size: MESSAGE,
+        ..PeerConfig::default()
+    };
+    for t in TRANSPORTS {
+        let (a, b) = pair_with(t, config.clone(), 1024);
+        // Each side sends large messages of different sizes (the largest at the limit) with
+        // small ones interleaved; two streams never interleave, so large ones keep their order.
+        let mut expected = Vec::new();
+        let mut senders = Vec::new();
+        for (side, seed) in [(&a, 100u64), (&b, 200u64)] {
+            let larges: Vec<Bytes> = (0..LARGES)
+                .map(|k| pattern(MESSAGE - (k as usize) * 12_345, seed + k))
+                .collect();
+            expected.push(
+                larges
+                    .iter()
+                    .map(|l| (l.len(), checksum(l)))
+                    .collect::<Vec<_>>(),
+            );
+            let h = side.handle.clone();
+            senders.push(std::thread::spawn(move || {
+                let mut small = 0;
+                for large in larges {
+                    h.send(DIRECT, large).unwrap();
+                    for _ in 0..SMALL / LARGES {
+                        h.send(DIRECT, numbered(small, SMALL_LEN)).unwrap();
+                        small += 1;
+                    }
+                }
+            }));
+        }
+        let a_in = a.inbound.clone();
+        let from_b = expected.pop().unwrap();
+        let back = std::thread::spawn(move || receive_mixed(&a_in, SMALL, &from_b));
+        receive_mixed(&b.inbound, SMALL, &expected[0]);
+        within("senders and receiver", WAIT, move || {
+            for s in senders {
+                s.join().unwrap();
+            }
+            back.join().unwrap();
+        });
+
+        // A streamed request with a streamed response.
+        let request = pattern(MESSAGE / 2, 7);
+        let response = pattern(MESSAGE, 8);
+        let (req_sum, resp_sum) = (checksum(&request), checksum(&response));
+        let h = a.handle.clone();
+        let caller = std::thread::spawn(move || h.rpc(RPC, request, WAIT));
+        match recv(&b) {
+            Inbound::Request {
+                data, responder, ..
+            } => {
+                assert_eq!(checksum(&data), req_sum, "{t:?}: streamed request");
+                responder.respond(response).unwrap();
+            }
+            other => panic!("{t:?}: unexpected {other:?}"),
+        }
+        let got = within("rpc", WAIT, move || caller.join().unwrap()).unwrap();
+        assert_eq!(checksum(&got), resp_sum, "{t:?}: streamed response");
+        for side in [&a, &b] {
+            assert_eq!(side.handle.metrics().stream_errors, 0);
+        }
+    }
+}
+
+/// Design invariant 4: a streamed message does not hold a small message back for its whole
+/// length (fragments interleave with other frames).
+///
+/// Known gap, not fixed here: the mux moves every fragment of a stream into the frames
+/// channel, whose bound counts batches (16) rather than bytes, before it reads the next
+/// command from the outbox. A 64 MiB message is 17 frames of 4 MiB, so a small message sent a
+/// moment after it waits for all 64 MiB. Fixing it needs byte-based flow control between the
+/// mux and the writer, a design decision this test suite leaves to the owners of `src/peer/`.
+#[test]
+#[ignore = "known gap: stream fragments fill the frames channel ahead of later sends"]
+fn small_message_sent_after_a_large_one_overtakes_it() {
+    for t in TRANSPORTS {
+        let (a, b) = pair_with(t, PeerConfig::default(), 64);
+        a.handle.send(DIRECT, pattern(LARGE, 5)).unwrap();
+        // A window: let the stream get under way.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        a.handle.send(DIRECT, numbered(0, SMALL_LEN)).unwrap();
+        assert_eq!(
+            recv(&b).data().len(),
+            SMALL_LEN,
+            "{t:?}: the small message waited for the whole 64 MiB"
+        );
+        assert_eq!(recv(&b).data().len(), LARGE);
+    }
+}
