@@ -89,7 +89,7 @@ pub enum RpcError {
     TooManyPending(usize),
     /// The connection closed (or was closing) before a response arrived.
     Disconnected,
-    /// The peer was aborted before the request was written.
+    /// The peer was aborted while the RPC was queued or waiting for its response.
     Cancelled,
     /// The request exceeds [`PeerConfig::max_payload`](crate::PeerConfig::max_payload); nothing was sent.
     TooLarge,
@@ -101,7 +101,7 @@ impl fmt::Display for RpcError {
             RpcError::TimedOut => f.write_str("rpc timed out"),
             RpcError::TooManyPending(n) => write!(f, "too many pending rpcs (limit {n})"),
             RpcError::Disconnected => f.write_str("peer disconnected before the rpc completed"),
-            RpcError::Cancelled => f.write_str("rpc cancelled by abort before it was sent"),
+            RpcError::Cancelled => f.write_str("rpc cancelled by abort"),
             RpcError::TooLarge => f.write_str("rpc request exceeds the payload limit"),
         }
     }

@@ -29,8 +29,12 @@ const THREAD_STACK: usize = 256 * 1024;
 /// Capacity of the reader → mux channel (RPC traffic and malformed frames only).
 const INBOUND_CAPACITY: usize = 1024;
 
-/// Capacity, in batches, of the mux → writer channel.
-const FRAMES_CAPACITY: usize = 16;
+/// Capacity, in batches, of the mux → writer channel. Small on purpose: a stream fragment is a
+/// batch of its own (up to 4 MiB), and everything in this channel is ahead of a small message
+/// sent now. With 2, a vote sent during a 64 MiB transfer waits for at most three fragments
+/// (the one being written and two queued), not the whole message. Small messages lose
+/// nothing by it: each batch carries up to 256 KiB of them.
+const FRAMES_CAPACITY: usize = 2;
 
 /// The key of a [`keyed`](crate::keyed) handler queue: one sub-queue per remote and protocol,
 /// served round-robin, as the original's upstream handlers are.

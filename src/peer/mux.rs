@@ -105,6 +105,11 @@ impl Mux {
             };
             let input = self.wait(deadline);
             let now = Instant::now();
+            // Timers first: an RPC due before this input arrived has timed out, and a slot
+            // that expired frees room for the request that may be this input.
+            if self.session.poll_timeout().is_some_and(|t| t <= now) {
+                self.session.handle_timeout(now);
+            }
             self.handle(input, now);
             self.burst(now);
         }
@@ -114,8 +119,6 @@ impl Mux {
     /// only while the reader runs: once it has ended (the remote's EOF or a read error, after
     /// every frame before it was handed over) no response can arrive.
     fn is_drained(&self) -> bool {
-        // Once the reader has gone (EOF or error) no response can arrive: waiting for the
-        // outbound RPCs would only burn the linger.
         !self.session.has_transmit()
             && self.out.is_empty()
             && (self.session.outbound_rpcs() == 0 || !self.inbound_open)
@@ -422,6 +425,10 @@ impl Mux {
                 );
             }
             Event::RpcDone { token, result, .. } => match result {
+                Ok(_) if token.is_cancelled() => {
+                    // The caller dropped its PendingRpc: nobody reads this response.
+                    Counters::add(&counters.rpcs_cancelled, 1);
+                }
                 Ok(data) => {
                     Counters::add(&counters.rpcs_succeeded, 1);
                     Counters::add(&counters.responses_matched, 1);
