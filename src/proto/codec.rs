@@ -24,6 +24,10 @@ pub const LENGTH_PREFIX: usize = 4;
 /// How many bytes of an undecodable frame are kept for the error (as the original does).
 const KEPT_PREFIX: usize = 8;
 
+/// Frames shorter than this are decoded into payloads of their own (copied); longer ones share
+/// the receive buffer. See [`MultiplexMessage::decode_copied`] for why.
+const COPY_FRAMES_BELOW: usize = 1024;
+
 /// A frame the decoder could not use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameError {
@@ -162,14 +166,20 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.state = DecodeState::Header;
-        let frame = self.buf.split_to(len).freeze();
-        MultiplexMessage::decode(&frame)
+        let decoded = if len < COPY_FRAMES_BELOW {
+            let decoded = MultiplexMessage::decode_copied(&self.buf[..len]);
+            let prefix = decoded
+                .is_err()
+                .then(|| Bytes::copy_from_slice(&self.buf[..len.min(KEPT_PREFIX)]));
+            self.buf.advance(len);
+            decoded.map_err(|e| (e, prefix.unwrap_or_default()))
+        } else {
+            let frame = self.buf.split_to(len).freeze();
+            MultiplexMessage::decode(&frame).map_err(|e| (e, frame.slice(..len.min(KEPT_PREFIX))))
+        };
+        decoded
             .map(Some)
-            .map_err(|error| FrameError::Malformed {
-                error,
-                len,
-                prefix: frame.slice(..len.min(KEPT_PREFIX)),
-            })
+            .map_err(|(error, prefix)| FrameError::Malformed { error, len, prefix })
     }
 }
 

@@ -325,7 +325,26 @@ impl MultiplexMessage {
     ///
     /// Any departure from the strict layout above.
     pub fn decode(buf: &Bytes) -> Result<MultiplexMessage, DecodeError> {
-        let mut r = Reader { buf, pos: 0 };
+        MultiplexMessage::read(Reader::shared(buf))
+    }
+
+    /// Decodes one message that must fill `buf` exactly, copying each byte string into a
+    /// buffer of its own. For small frames this is cheaper than sharing: a shared buffer's
+    /// reference count would be bumped by the decoding thread and dropped by the application's,
+    /// one contended cache line per message.
+    ///
+    /// # Errors
+    ///
+    /// Any departure from the strict layout above.
+    pub fn decode_copied(buf: &[u8]) -> Result<MultiplexMessage, DecodeError> {
+        MultiplexMessage::read(Reader {
+            buf,
+            owner: None,
+            pos: 0,
+        })
+    }
+
+    fn read(mut r: Reader<'_>) -> Result<MultiplexMessage, DecodeError> {
         let msg = match r.variant("MultiplexMessage", 2)? {
             0 => MultiplexMessage::Message(NetworkMessage::read(&mut r)?),
             _ => MultiplexMessage::Stream(match r.variant("StreamMessage", 2)? {
@@ -412,7 +431,7 @@ impl NetworkMessage {
     ///
     /// Any departure from the strict layout above.
     pub fn decode(buf: &Bytes) -> Result<NetworkMessage, DecodeError> {
-        let mut r = Reader { buf, pos: 0 };
+        let mut r = Reader::shared(buf);
         let msg = NetworkMessage::read(&mut r)?;
         r.finish()?;
         Ok(msg)
@@ -453,13 +472,23 @@ impl NetworkMessage {
     }
 }
 
-/// A cursor over one message's bytes: every read checks the bytes are there first.
+/// A cursor over one message's bytes: every read checks the bytes are there first. Byte
+/// strings are slices of `owner` when there is one, copies otherwise.
 struct Reader<'a> {
-    buf: &'a Bytes,
+    buf: &'a [u8],
+    owner: Option<&'a Bytes>,
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn shared(owner: &'a Bytes) -> Reader<'a> {
+        Reader {
+            buf: owner,
+            owner: Some(owner),
+            pos: 0,
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
         let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
@@ -513,7 +542,10 @@ impl Reader<'_> {
         let len = self.uleb()? as usize;
         let start = self.pos;
         self.take(len)?;
-        Ok(self.buf.slice(start..start + len))
+        Ok(match self.owner {
+            Some(owner) => owner.slice(start..start + len),
+            None => Bytes::copy_from_slice(&self.buf[start..start + len]),
+        })
     }
 
     fn finish(&self) -> Result<(), DecodeError> {
@@ -630,7 +662,7 @@ mod tests {
             put_uleb(&mut v, x);
             assert_eq!(v.len(), uleb_len(x), "{x}");
             let b = Bytes::from(v.clone());
-            let mut r = Reader { buf: &b, pos: 0 };
+            let mut r = Reader::shared(&b);
             assert_eq!(r.uleb(), Ok(x));
         }
     }
