@@ -34,6 +34,11 @@ fn rand(state: &mut u64, below: usize) -> usize {
     (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % below as u64) as usize
 }
 
+/// Microseconds, up to a minute (values beyond are clamped, never dropped).
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
 fn row(name: &str, r: [i64; 4]) {
     let [sent, delivered, abandoned, lost] = r;
     println!("{name:<10} {sent:>9} {delivered:>10} {abandoned:>10} {lost:>14}");
@@ -63,7 +68,7 @@ fn main() {
         nets.push(net);
         // The validator's consensus thread; it ends once its network has shut down.
         consumers.push(thread::spawn(move || {
-            let (mut from, mut hist) = (vec![0i64; n], Histogram::<u64>::new(3).unwrap());
+            let (mut from, mut hist) = (vec![0i64; n], histogram());
             while let Ok(((peer, _), vote)) = rx.recv() {
                 let at = u64::from_le_bytes(vote.data()[..8].try_into().expect("timestamp"));
                 let now = epoch.elapsed().as_nanos() as u64;
@@ -124,7 +129,7 @@ fn main() {
         unhealthy += (report.reason == Reason::NetworkHealthCheckFailure) as u32;
         replaced += matches!(e, NetworkEvent::Replaced { .. }) as u32;
     }
-    let (mut latency, mut delivered) = (Histogram::<u64>::new(3).unwrap(), vec![0i64; n]);
+    let (mut latency, mut delivered) = (histogram(), vec![0i64; n]);
     for c in consumers {
         let (from, hist) = c.join().expect("consumer thread");
         latency.add(hist).expect("same bounds");
