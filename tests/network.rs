@@ -535,3 +535,31 @@ fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
     other.shutdown();
     eventually("no thread left after shutdown", || threads() == before);
 }
+
+/// Regression (src/peer/mux.rs): after the remote's EOF no RPC response can arrive, so the
+/// close must not wait `linger` for one. It did, which held every health-check or collision
+/// close with a ping in flight for the whole linger.
+#[test]
+fn close_after_eof_does_not_wait_for_rpc_responses() {
+    let _serial = serial();
+    let (a, b) = common::pair_with(common::Transport::Tcp, syncpeer::PeerConfig::default(), 16);
+    let pending = a
+        .handle
+        .rpc_start(common::RPC, Bytes::from_static(b"q"), WAIT)
+        .unwrap();
+    let _held = common::recv(&b); // b's application holds the request, never answers
+    let started = Instant::now();
+    b.handle.abort();
+    let closed = common::disconnected(&a);
+    assert_eq!(closed.reason, DisconnectReason::ConnectionClosed);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(pending.wait(), Err(syncpeer::RpcError::Disconnected));
+    assert_eq!(closed.report.rpcs_failed_at_close, 1);
+    // Leave no thread behind for the thread-count test.
+    a.handle.join();
+    b.handle.join();
+}

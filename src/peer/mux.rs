@@ -113,7 +113,9 @@ impl Mux {
     fn is_drained(&self) -> bool {
         !self.session.has_transmit()
             && self.out.is_empty()
-            && self.session.outbound_rpcs() == 0
+            // Responses come through the reader: once it has ended (EOF, read error), none
+            // can arrive, and waiting for them would only hold the close until the deadline.
+            && (self.session.outbound_rpcs() == 0 || !self.inbound_open)
             && self.session.inbound_rpcs() == 0
     }
 
