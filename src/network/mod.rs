@@ -313,7 +313,8 @@ impl Network {
 
     /// Dials `addr` (within `dial_timeout`), runs the handshake (within `handshake_timeout`)
     /// and registers the connection. Blocks the calling thread for at most those two
-    /// timeouts.
+    /// timeouts (plus, if the network starts shutting down meanwhile, the new connection's
+    /// drain, bounded by `linger`).
     ///
     /// Returns the remote's id once the peer is connected: through this connection, or
     /// through another one that won a dial collision with it (see the [module docs](self)).

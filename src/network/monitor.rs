@@ -10,10 +10,12 @@
 //!   ping counts against the connection, a pong clears the count, and one failure past the
 //!   tolerance closes it gracefully with `NetworkHealthCheckFailure` (see `health.rs`).
 //!
-//! It never waits on one peer: pings are started only when the peer's outbox has room (so
-//! `rpc_start` does not wait; a full outbox counts as a failed ping), closes are started
-//! without waiting for the drain, and the joins happen after the notice, when the threads are
-//! already ending.
+//! It does not wait on one peer: closes are started without waiting for the drain, the joins
+//! happen after the notice, when the threads are already ending, and pings are started only
+//! when the peer's outbox has room (a full outbox counts as a failed ping), so `rpc_start`
+//! does not wait. The one exception is a race: if application threads fill the outbox between
+//! that check and the ping, `rpc_start` waits for room, which the peer's `write_timeout`
+//! bounds.
 
 use std::collections::HashSet;
 use std::sync::Arc;
