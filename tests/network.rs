@@ -295,8 +295,9 @@ fn a_peer_that_stops_answering_pings_is_disconnected() {
             other => panic!("unexpected {other:?}"),
         }
     };
-    // Three pings, each timing out after 150 ms, must fail first.
-    assert!(silent_since.elapsed() >= Duration::from_millis(450));
+    // Three pings, each timing out after 150 ms, one after the other, must fail first (the
+    // first may have been sent just before the silence began).
+    assert!(silent_since.elapsed() >= Duration::from_millis(300));
     assert!(report.is_clean());
     assert_eq!(a.net.peers(), [id(3)], "the answering peer stays");
     let seen_by_b = loop {
