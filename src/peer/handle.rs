@@ -296,6 +296,36 @@ impl PeerHandle {
         }
     }
 
+    /// Like [`try_send`](PeerHandle::try_send), and returns a [`Receipt`] that resolves to
+    /// [`Delivery::Written`] or [`Delivery::Abandoned`]. Never blocks: meant for broadcasts
+    /// that must not wait on one slow peer yet account for every message.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](PeerHandle::try_send); a refused message gets no outcome.
+    pub fn try_send_with_receipt(
+        &self,
+        protocol: ProtocolId,
+        data: Bytes,
+    ) -> Result<Receipt, TrySendError> {
+        if !self.check_size(&data) {
+            return Err(TrySendError::TooLarge(data));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let cmd = Command::Send {
+            protocol,
+            data,
+            receipt: Some(ReceiptTx(Some(tx))),
+        };
+        match self.shared().outbox.try_send(cmd) {
+            Ok(()) => Ok(Receipt { rx }),
+            Err(GateError::Full(c)) => Err(TrySendError::Full(refused(c))),
+            Err(GateError::Closed(c) | GateError::Timeout(c)) => {
+                Err(TrySendError::Closed(refused(c)))
+            }
+        }
+    }
+
     fn send_inner(
         &self,
         protocol: ProtocolId,
@@ -374,6 +404,14 @@ impl PeerHandle {
     pub fn shutdown(&self, reason: DisconnectReason) -> DrainReport {
         self.shared().begin_close(reason, false);
         self.join()
+    }
+
+    /// Starts the same graceful close as [`shutdown`](PeerHandle::shutdown) and returns at
+    /// once. The report comes later from [`join`](PeerHandle::join) or the `on_disconnect`
+    /// channel. Lets one thread close many connections in parallel, or close one without
+    /// waiting for its drain. If a close is already under way, its reason stands.
+    pub fn close(&self, reason: DisconnectReason) {
+        self.shared().begin_close(reason, false);
     }
 
     /// Closes at once: writes nothing more, fails every waiting RPC, and reports every

@@ -1,0 +1,297 @@
+//! The peer table: at most one current connection per peer, the rule that settles a second
+//! connection to the same peer (a dial collision), and the events that follow from both. It
+//! lives behind the network's mutex; every event is sent while that lock is held, so events
+//! come out in the order the table changed.
+//!
+//! # One connection per peer
+//!
+//! Each peer has a slot holding:
+//! - `current`: the connection `Network::peer` hands out (while it is not closing);
+//! - `pending`: a connection that arrived while `current` was closing. It runs (its inbound
+//!   messages are delivered) but nobody can send on it; it becomes current, with a
+//!   `Connected` event, right after `current`'s `Disconnected`. This keeps `Connected` and
+//!   `Disconnected` alternating per peer;
+//! - `closing`: connections that lost a collision and are draining. One that had been current
+//!   (the application may have sent on it) ends with a `Replaced` event; one that never was
+//!   ends silently.
+//!
+//! # Dial collisions
+//!
+//! When a new connection meets a live current one (or a live pending one), [`keeps_new`]
+//! decides, as the original's `PeerManager` does: if both were dialed by the same side, the
+//! newer one wins (the dialer evidently wants a fresh connection, e.g. after a restart);
+//! otherwise the one dialed by the node with the larger `PeerId` wins. Both ends apply the
+//! same rule to the same two connections, so in a simultaneous dial (A dials B while B dials
+//! A) both keep the connection dialed by the larger id, whichever arrived first at each end.
+//! The loser is closed gracefully with `StaleConnection`: whatever either side accepted on it
+//! is written and read before it goes.
+
+use std::collections::HashMap;
+
+use crossbeam_channel::Sender;
+
+use super::event::{ConnectionId, ConnectionInfo, ConnectionOrigin, NetworkEvent};
+use crate::peer::{DisconnectReason, DrainReport, PeerHandle, PeerId};
+
+/// One spawned connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Conn {
+    pub(crate) info: ConnectionInfo,
+    pub(crate) handle: PeerHandle,
+}
+
+impl Conn {
+    fn is_live(&self) -> bool {
+        !self.handle.is_closed()
+    }
+}
+
+/// Whether a closing connection owes the application an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exposure {
+    /// It was current: its end is reported as `Replaced`.
+    WasCurrent,
+    /// Nobody could send on it: it ends silently.
+    Never,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    current: Option<Conn>,
+    pending: Option<Conn>,
+    closing: Vec<(Conn, Exposure)>,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.current.is_none() && self.pending.is_none() && self.closing.is_empty()
+    }
+}
+
+/// Where [`Registry::place`] put a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// It is the peer's current connection.
+    Current,
+    /// It waits for the current one to finish closing.
+    Pending,
+    /// It lost a dial collision and is closing.
+    Lost,
+}
+
+/// True if a `new` connection should replace a live `existing` one to the same `remote`.
+pub(crate) fn keeps_new(
+    local: PeerId,
+    remote: PeerId,
+    existing: ConnectionOrigin,
+    new: ConnectionOrigin,
+) -> bool {
+    use ConnectionOrigin::{Inbound, Outbound};
+    match (existing, new) {
+        // Same dialer: the newer connection wins.
+        (Inbound, Inbound) | (Outbound, Outbound) => true,
+        // The new one was dialed by us: keep it if we are the larger.
+        (Inbound, Outbound) => local > remote,
+        // The new one was dialed by the remote: keep it if the remote is the larger.
+        (Outbound, Inbound) => remote > local,
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    local: PeerId,
+    slots: HashMap<PeerId, Slot>,
+    shutting_down: bool,
+    events: Sender<NetworkEvent>,
+}
+
+impl Registry {
+    pub(crate) fn new(local: PeerId, events: Sender<NetworkEvent>) -> Registry {
+        Registry {
+            local,
+            slots: HashMap::new(),
+            shutting_down: false,
+            events,
+        }
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        // Unbounded: never blocks. Nobody listening is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// Places a freshly spawned connection, closing whichever connection loses a collision.
+    /// Hands the connection back if the network is shutting down.
+    pub(crate) fn place(&mut self, conn: Conn) -> Result<Placement, Conn> {
+        if self.shutting_down {
+            return Err(conn);
+        }
+        let local = self.local;
+        let peer = conn.info.peer_id;
+        let slot = self.slots.entry(peer).or_default();
+        let stale = DisconnectReason::StaleConnection;
+        let placement = match slot.current.take() {
+            None => {
+                slot.current = Some(conn);
+                let _ = self.events.send(NetworkEvent::Connected(peer));
+                Placement::Current
+            }
+            Some(cur) if !cur.is_live() => {
+                slot.current = Some(cur);
+                match slot.pending.take() {
+                    Some(p)
+                        if p.is_live()
+                            && !keeps_new(local, peer, p.info.origin, conn.info.origin) =>
+                    {
+                        slot.pending = Some(p);
+                        conn.handle.close(stale);
+                        slot.closing.push((conn, Exposure::Never));
+                        Placement::Lost
+                    }
+                    old => {
+                        if let Some(p) = old {
+                            p.handle.close(stale);
+                            slot.closing.push((p, Exposure::Never));
+                        }
+                        slot.pending = Some(conn);
+                        Placement::Pending
+                    }
+                }
+            }
+            Some(cur) => {
+                if keeps_new(local, peer, cur.info.origin, conn.info.origin) {
+                    cur.handle.close(stale);
+                    slot.closing.push((cur, Exposure::WasCurrent));
+                    slot.current = Some(conn);
+                    Placement::Current
+                } else {
+                    slot.current = Some(cur);
+                    conn.handle.close(stale);
+                    slot.closing.push((conn, Exposure::Never));
+                    Placement::Lost
+                }
+            }
+        };
+        Ok(placement)
+    }
+
+    /// A connection's threads have ended: update the slot and tell the application.
+    pub(crate) fn closed(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        reason: DisconnectReason,
+        report: DrainReport,
+    ) {
+        let Some(slot) = self.slots.get_mut(&peer) else {
+            return;
+        };
+        let mut events = Vec::new();
+        if slot.current.as_ref().is_some_and(|c| c.info.id == id) {
+            slot.current = None;
+            events.push(NetworkEvent::Disconnected {
+                peer_id: peer,
+                reason,
+                report,
+            });
+            if let Some(p) = slot.pending.take() {
+                if p.is_live() {
+                    slot.current = Some(p);
+                    events.push(NetworkEvent::Connected(peer));
+                } else {
+                    slot.closing.push((p, Exposure::Never));
+                }
+            }
+        } else if slot.pending.as_ref().is_some_and(|c| c.info.id == id) {
+            slot.pending = None;
+        } else if let Some(i) = slot.closing.iter().position(|(c, _)| c.info.id == id) {
+            let (_, exposure) = slot.closing.swap_remove(i);
+            if exposure == Exposure::WasCurrent {
+                events.push(NetworkEvent::Replaced {
+                    peer_id: peer,
+                    report,
+                });
+            }
+        }
+        if slot.is_empty() {
+            self.slots.remove(&peer);
+        }
+        for e in events {
+            self.emit(e);
+        }
+    }
+
+    /// The peer's current connection, if it is not closing.
+    pub(crate) fn live(&self, peer: &PeerId) -> Option<&Conn> {
+        self.slots
+            .get(peer)
+            .and_then(|s| s.current.as_ref())
+            .filter(|c| c.is_live())
+    }
+
+    /// Every current connection that is not closing.
+    pub(crate) fn all_live(&self) -> impl Iterator<Item = &Conn> {
+        self.slots
+            .values()
+            .filter_map(|s| s.current.as_ref())
+            .filter(|c| c.is_live())
+    }
+
+    /// The peer's current and pending connections (closing or not).
+    pub(crate) fn of_peer(&self, peer: &PeerId) -> Vec<Conn> {
+        self.slots
+            .get(peer)
+            .map(|s| s.current.iter().chain(&s.pending).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Refuses every later connection and returns every connection still running.
+    pub(crate) fn begin_shutdown(&mut self) -> Vec<Conn> {
+        self.shutting_down = true;
+        self.slots
+            .values()
+            .flat_map(|s| {
+                s.current
+                    .iter()
+                    .chain(&s.pending)
+                    .chain(s.closing.iter().map(|(c, _)| c))
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConnectionOrigin::{Inbound, Outbound};
+
+    #[test]
+    fn both_ends_keep_the_connection_dialed_by_the_larger_id() {
+        let (small, large) = (PeerId::from_u64(1), PeerId::from_u64(2));
+        // Connection X dialed by `large`, Y dialed by `small`, arriving in either order.
+        // At `large`, X is outbound and Y inbound; at `small`, the reverse.
+        for (at, remote, x, y) in [
+            (large, small, Outbound, Inbound),
+            (small, large, Inbound, Outbound),
+        ] {
+            // X first, then Y: X stays.
+            assert!(!keeps_new(at, remote, x, y));
+            // Y first, then X: X replaces Y.
+            assert!(keeps_new(at, remote, y, x));
+        }
+    }
+
+    #[test]
+    fn same_dialer_newer_wins() {
+        let (a, b) = (PeerId::from_u64(1), PeerId::from_u64(2));
+        for (l, r) in [(a, b), (b, a)] {
+            assert!(keeps_new(l, r, Inbound, Inbound));
+            assert!(keeps_new(l, r, Outbound, Outbound));
+        }
+    }
+}

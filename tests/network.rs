@@ -1,0 +1,566 @@
+//! The network layer over loopback TCP: mesh formation, broadcast, dial collisions, health
+//! checks, a lossless shutdown, and refused handshakes that leave no thread behind.
+//!
+//! The tests take one lock so they run one at a time: the thread-count check counts every
+//! library thread in the process, which other tests running alongside would disturb.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{WAIT, init_logging};
+use crossbeam_channel::{Receiver, unbounded};
+use syncpeer::network::{ConnectionOrigin, HEALTH_CHECK_PROTOCOL, HealthCheckConfig, NetworkEvent};
+use syncpeer::{
+    Bytes, ConnectError, Delivery, DisconnectReason, HandshakeError, Inbound, Network,
+    NetworkConfig, PeerId, ProtocolId, SendError,
+};
+
+const VOTES: ProtocolId = ProtocolId(1);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    init_logging();
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Node {
+    net: Network,
+    addr: SocketAddr,
+    inbound: Receiver<Inbound>,
+    events: Receiver<NetworkEvent>,
+}
+
+fn quiet() -> NetworkConfig {
+    NetworkConfig {
+        handshake_timeout: Duration::from_millis(300),
+        health_check: None,
+        ..Default::default()
+    }
+}
+
+fn id(n: u64) -> PeerId {
+    PeerId::from_u64(n)
+}
+
+fn node(n: u64, config: NetworkConfig) -> Node {
+    let (tx, inbound) = unbounded();
+    let net = Network::builder(id(n))
+        .handler(VOTES, tx)
+        .config(config)
+        .build()
+        .expect("build network");
+    let addr = net.listen("127.0.0.1:0").expect("listen");
+    let events = net.events();
+    Node {
+        net,
+        addr,
+        inbound,
+        events,
+    }
+}
+
+/// Polls `f` until it holds, failing the test after `WAIT`.
+#[track_caller]
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[track_caller]
+fn next_event(n: &Node) -> NetworkEvent {
+    n.events.recv_timeout(WAIT).expect("network event in time")
+}
+
+/// Threads of this process named by the library (`syncpeer-*`). Counted by name from
+/// `/proc/self/task/*/comm` rather than from the `Threads:` line of `/proc/self/status`, so
+/// the test harness starting a thread for the next test cannot disturb the count.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("syncpeer"))
+        .count()
+}
+
+#[test]
+fn network_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Network>();
+    assert_send_sync::<NetworkEvent>();
+}
+
+#[test]
+fn five_nodes_form_a_full_mesh_and_broadcast_reaches_everyone() {
+    let _serial = serial();
+    let nodes: Vec<Node> = (1..=5).map(|i| node(i, quiet())).collect();
+    for i in 0..5 {
+        for j in i + 1..5 {
+            let got = nodes[i].net.connect(nodes[j].addr).expect("connect");
+            assert_eq!(got, id(j as u64 + 1));
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let others: HashSet<PeerId> = (1..=5).filter(|&k| k != i as u64 + 1).map(id).collect();
+        eventually("4 peers each", || {
+            n.net.peers().into_iter().collect::<HashSet<_>>() == others
+        });
+        let connected: HashSet<PeerId> = (0..4)
+            .map(|_| match next_event(n) {
+                NetworkEvent::Connected(p) => p,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(connected, others);
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let outcome = n.net.broadcast(VOTES, Bytes::from(vec![i as u8; 32]));
+        assert_eq!(outcome.len(), 4);
+        assert!(outcome.iter().all(|(_, r)| r.is_ok()), "{outcome:?}");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let mut from = HashSet::new();
+        for _ in 0..4 {
+            match n.inbound.recv_timeout(WAIT).expect("broadcast message") {
+                Inbound::Message { from: f, data, .. } => {
+                    let sender = f.0[31] as usize - 1;
+                    assert_ne!(sender, i);
+                    assert_eq!(&data[..], [sender as u8; 32]);
+                    assert!(from.insert(f), "one message per sender");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    // Each node reports its four connections' ends: those it closed itself, and those the
+    // remote closed first when its own shutdown came earlier.
+    for n in nodes {
+        let reports = n.net.shutdown();
+        assert!(reports.iter().all(|(_, r)| r.is_clean()));
+        let ends: Vec<_> = n.events.iter().collect();
+        assert_eq!(ends.len(), 4, "{ends:?}");
+        assert!(
+            ends.iter().all(
+                |e| matches!(e, NetworkEvent::Disconnected { report, .. } if report.is_clean())
+            )
+        );
+    }
+}
+
+#[test]
+fn simultaneous_dials_leave_one_connection_both_sides_agree_on() {
+    let _serial = serial();
+    let a = node(1, quiet());
+    let b = node(2, quiet()); // the larger id: its dial wins
+    for round in 0..6u8 {
+        let barrier = Barrier::new(2);
+        let (ra, rb) = thread::scope(|s| {
+            let ta = s.spawn(|| {
+                barrier.wait();
+                a.net.connect(b.addr)
+            });
+            let tb = s.spawn(|| {
+                barrier.wait();
+                b.net.connect(a.addr)
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        assert_eq!(ra.expect("a dials b"), id(2));
+        assert_eq!(rb.expect("b dials a"), id(1));
+        let agree = || {
+            let (Some(ia), Some(ib)) = (a.net.connection(id(2)), b.net.connection(id(1))) else {
+                return false;
+            };
+            a.net.peers() == [id(2)]
+                && b.net.peers() == [id(1)]
+                && ia.local_addr == ib.remote_addr
+                && ia.remote_addr == ib.local_addr
+        };
+        eventually("one connection both sides agree on", agree);
+        // The losers' closes must not take the winner down.
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            agree(),
+            "round {round}: still agreed after the losers closed"
+        );
+        let (ia, ib) = (
+            a.net.connection(id(2)).unwrap(),
+            b.net.connection(id(1)).unwrap(),
+        );
+        assert_eq!(ib.origin, ConnectionOrigin::Outbound, "kept b's dial");
+        assert_eq!(ia.origin, ConnectionOrigin::Inbound);
+        // The kept connection carries traffic both ways.
+        let ping = Bytes::from(vec![round; 4]);
+        a.net
+            .peer(id(2))
+            .unwrap()
+            .send(VOTES, ping.clone())
+            .unwrap();
+        b.net
+            .peer(id(1))
+            .unwrap()
+            .send(VOTES, ping.clone())
+            .unwrap();
+        for n in [&a, &b] {
+            let m = n
+                .inbound
+                .recv_timeout(WAIT)
+                .expect("message over the kept connection");
+            assert_eq!(m.data(), &ping);
+        }
+        // Every other round starts from scratch; the others collide with a live connection.
+        if round % 2 == 0 {
+            assert!(
+                a.net
+                    .disconnect(id(2), DisconnectReason::RequestedByPeerManager)
+                    .unwrap()
+                    .is_clean()
+            );
+            eventually("both sides disconnected", || {
+                a.net.peers().is_empty() && b.net.peers().is_empty()
+            });
+        }
+    }
+    for n in [a, b] {
+        let events = n.events.clone();
+        n.net.shutdown();
+        let events: Vec<NetworkEvent> = events.iter().collect();
+        // Per peer, Connected and Disconnected alternate; every connection the application
+        // could send on drained cleanly.
+        let mut connected = false;
+        for e in &events {
+            match e {
+                NetworkEvent::Connected(_) => {
+                    assert!(!connected, "{events:#?}");
+                    connected = true;
+                }
+                NetworkEvent::Disconnected { report, .. } => {
+                    assert!(connected, "{events:#?}");
+                    connected = false;
+                    assert!(report.is_clean());
+                }
+                NetworkEvent::Replaced { report, .. } => {
+                    assert_eq!(report.reason, DisconnectReason::StaleConnection);
+                    assert!(report.is_clean());
+                }
+            }
+        }
+        assert!(!connected, "ends disconnected");
+    }
+}
+
+#[test]
+fn a_peer_that_stops_answering_pings_is_disconnected() {
+    let _serial = serial();
+    let checking = NetworkConfig {
+        health_check: Some(HealthCheckConfig {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(150),
+            failures_tolerated: 2,
+        }),
+        ..quiet()
+    };
+    let a = node(1, checking);
+    let b = node(2, quiet());
+    let c = node(3, quiet());
+    a.net.connect(b.addr).unwrap();
+    a.net.connect(c.addr).unwrap();
+    // Several rounds pass with both answering: nobody is disconnected.
+    thread::sleep(Duration::from_millis(400));
+    assert_eq!(a.net.peers().len(), 2);
+    b.net.set_answer_pings(false);
+    let silent_since = Instant::now();
+    let report = loop {
+        match next_event(&a) {
+            NetworkEvent::Disconnected {
+                peer_id,
+                reason,
+                report,
+            } => {
+                assert_eq!(peer_id, id(2));
+                assert_eq!(reason, DisconnectReason::NetworkHealthCheckFailure);
+                break report;
+            }
+            NetworkEvent::Connected(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    // Three pings, each timing out after 150 ms, one after the other, must fail first (the
+    // first may have been sent just before the silence began).
+    assert!(silent_since.elapsed() >= Duration::from_millis(300));
+    assert!(report.is_clean());
+    assert_eq!(a.net.peers(), [id(3)], "the answering peer stays");
+    let seen_by_b = loop {
+        if let NetworkEvent::Disconnected { reason, .. } = next_event(&b) {
+            break reason;
+        }
+    };
+    assert_eq!(seen_by_b, DisconnectReason::ConnectionClosed);
+    // Answering again, it can reconnect and stay.
+    b.net.set_answer_pings(true);
+    a.net.connect(b.addr).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.net.peers().len(), 2);
+    for n in [a, b, c] {
+        n.net.shutdown();
+    }
+}
+
+#[test]
+fn shutdown_delivers_every_accepted_message() {
+    let _serial = serial();
+    let a = node(1, quiet());
+    let b = node(2, quiet());
+    a.net.connect(b.addr).unwrap();
+    eventually("b sees a", || b.net.peer(id(1)).is_some());
+    let sent = AtomicU64::new(0);
+    let accepted: Vec<(u64, u64)> = thread::scope(|s| {
+        let senders: Vec<_> = [(&a, 2), (&a, 2), (&b, 1), (&b, 1)]
+            .into_iter()
+            .enumerate()
+            .map(|(t, (n, to))| {
+                let handle = n.net.peer(id(to)).unwrap();
+                let sent = &sent;
+                s.spawn(move || {
+                    let mut seq = 0u64;
+                    loop {
+                        let mut payload = vec![t as u8];
+                        payload.extend_from_slice(&seq.to_be_bytes());
+                        match handle.send(VOTES, Bytes::from(payload)) {
+                            Ok(()) => seq += 1,
+                            Err(SendError::Closed(_)) => return (t as u64, seq),
+                            Err(e) => panic!("{e}"),
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        eventually("traffic in flight", || {
+            sent.load(Ordering::Relaxed) >= 40_000
+        });
+        // Close a's side while all four senders are still going.
+        let reports = a
+            .net
+            .disconnect(id(2), DisconnectReason::RequestedByPeerManager);
+        assert!(reports.unwrap().is_clean());
+        senders.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (n, from_threads) in [(&b, [0u64, 1]), (&a, [2, 3])] {
+        // Deliveries happen before the connection's Disconnected event.
+        let report = loop {
+            if let NetworkEvent::Disconnected { report, .. } = next_event(n) {
+                break report;
+            }
+        };
+        assert!(report.is_clean(), "{report:?}");
+        let mut next: HashMap<u64, u64> = HashMap::new();
+        for m in n.inbound.try_iter() {
+            let d = m.data();
+            let (t, seq) = (
+                u64::from(d[0]),
+                u64::from_be_bytes(d[1..9].try_into().unwrap()),
+            );
+            let expected = next.entry(t).or_default();
+            assert_eq!(seq, *expected, "in order, no gap, no duplicate");
+            *expected += 1;
+        }
+        for t in from_threads {
+            let accepted_by_t = accepted.iter().find(|(x, _)| *x == t).unwrap().1;
+            assert_eq!(
+                next.get(&t).copied().unwrap_or(0),
+                accepted_by_t,
+                "thread {t}"
+            );
+        }
+    }
+    let total: u64 = accepted.iter().map(|(_, n)| n).sum();
+    assert!(total >= 40_000);
+    for n in [a, b] {
+        assert!(n.net.shutdown().is_empty(), "nothing left to close");
+    }
+}
+
+#[test]
+fn network_shutdown_loses_nothing_and_receipts_say_written() {
+    let _serial = serial();
+    let a = node(1, quiet());
+    let b = node(2, quiet());
+    a.net.connect(b.addr).unwrap();
+    let mut receipts = Vec::new();
+    let mut accepted = 0;
+    for i in 0..5_000u32 {
+        for (_, r) in a
+            .net
+            .broadcast_with_receipts(VOTES, Bytes::from(i.to_be_bytes().to_vec()))
+        {
+            if let Ok(receipt) = r {
+                receipts.push(receipt);
+                accepted += 1;
+            }
+        }
+    }
+    let reports = a.net.shutdown();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].1.is_clean());
+    for r in &receipts {
+        assert_eq!(r.wait_timeout(WAIT), Some(Delivery::Written));
+    }
+    eventually("b sees the close", || b.net.peers().is_empty());
+    assert_eq!(b.inbound.try_iter().count(), accepted);
+    b.net.shutdown();
+}
+
+/// A one-connection server that writes `reply`, then waits for the client to go.
+fn fake_server(reply: &'static [u8]) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let _ = s.write_all(reply);
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    (addr, t)
+}
+
+/// Connects to `addr`, writes `hello`, and returns what came back before the server closed.
+fn raw_client(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(hello).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got); // EOF or reset: either way, closed before WAIT
+    got
+}
+
+#[test]
+fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
+    let _serial = serial();
+    let before = threads();
+    let n = node(1, quiet());
+    let other = Network::builder(id(2))
+        .protocol(ProtocolId(9))
+        .config(quiet())
+        .build()
+        .unwrap();
+    let other_addr = other.listen("127.0.0.1:0").unwrap();
+    // A new thread names itself once it runs: wait for that.
+    let base = before + 4;
+    eventually("a monitor and a listener per network", || threads() == base);
+
+    // Dialing side: typed errors.
+    let mut bad_version = b"SYNP\x01".to_vec();
+    bad_version.resize(69, 0);
+    let bad_version: &'static [u8] = bad_version.leak();
+    type Expected = fn(&HandshakeError) -> bool;
+    let cases: [(&'static [u8], Expected); 3] = [
+        (bad_version, |e| {
+            matches!(e, HandshakeError::UnsupportedVersion(1))
+        }),
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", |e| {
+            matches!(e, HandshakeError::BadMagic(_))
+        }),
+        (b"", |e| matches!(e, HandshakeError::TimedOut)),
+    ];
+    for (reply, expected) in cases {
+        let (addr, server) = fake_server(reply);
+        let started = Instant::now();
+        match n.net.connect(addr) {
+            Err(ConnectError::Handshake(e)) => assert!(expected(&e), "{e}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        server.join().unwrap();
+    }
+    match n.net.connect(n.addr) {
+        Err(ConnectError::Handshake(HandshakeError::SelfConnection)) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    match n.net.connect(other_addr) {
+        Err(e @ ConnectError::Handshake(HandshakeError::NoCommonProtocol)) => {
+            assert_eq!(
+                e.to_string(),
+                "handshake failed: no application protocol in common"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert!(matches!(
+        n.net.connect(closed_port),
+        Err(ConnectError::Dial(_))
+    ));
+
+    // Listening side: the server's hello, then the close.
+    let mut our_hello = b"SYNP\x00".to_vec();
+    our_hello.extend_from_slice(&id(7).0);
+    let mut wrong_version = our_hello.clone();
+    wrong_version[4] = 1;
+    wrong_version.resize(69, 0xff);
+    for (hello, what) in [
+        (&wrong_version[..], "wrong version"),
+        (&b"GET / HTTP/1.1\r\n\r\n"[..], "garbage"),
+        (&b""[..], "silence"),
+    ] {
+        let got = raw_client(n.addr, hello);
+        assert_eq!(got.len(), 69, "{what}: the server's hello, then EOF");
+        assert_eq!(&got[..5], b"SYNP\x00");
+        assert_eq!(&got[5..37], &id(1).0);
+    }
+    assert!(n.net.peers().is_empty() && other.peers().is_empty());
+    eventually("no thread left by the failed handshakes", || {
+        threads() == base
+    });
+
+    assert!(matches!(
+        Network::builder(id(3))
+            .handler(HEALTH_CHECK_PROTOCOL, unbounded::<Inbound>().0)
+            .build(),
+        Err(syncpeer::network::BuildError::ReservedProtocol(_))
+    ));
+    n.net.shutdown();
+    other.shutdown();
+    eventually("no thread left after shutdown", || threads() == before);
+}
+
+/// Regression (src/peer/mux.rs): after the remote's EOF no RPC response can arrive, so the
+/// close must not wait `linger` for one. It did, which held every health-check or collision
+/// close with a ping in flight for the whole linger.
+#[test]
+fn close_after_eof_does_not_wait_for_rpc_responses() {
+    let _serial = serial();
+    let (a, b) = common::pair_with(common::Transport::Tcp, syncpeer::PeerConfig::default(), 16);
+    let pending = a
+        .handle
+        .rpc_start(common::RPC, Bytes::from_static(b"q"), WAIT)
+        .unwrap();
+    let _held = common::recv(&b); // b's application holds the request, never answers
+    let started = Instant::now();
+    b.handle.abort();
+    let closed = common::disconnected(&a);
+    assert_eq!(closed.reason, DisconnectReason::ConnectionClosed);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(pending.wait(), Err(syncpeer::RpcError::Disconnected));
+    assert_eq!(closed.report.rpcs_failed_at_close, 1);
+    // Leave no thread behind for the thread-count test.
+    a.handle.join();
+    b.handle.join();
+}
