@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let client = TcpStream::connect(listener.local_addr()?)?;
     let (server, _) = listener.accept()?;
-    let (tx, rx) = crossbeam_channel::bounded(64 * 1024);
+    // Unbounded: the count measures the connection, not a handler that fell behind.
+    let (tx, rx) = crossbeam_channel::unbounded();
     let receiver = Peer::builder(server)
         .remote_peer_id(PeerId::from_u64(1))
         .handler(P, tx.clone())
