@@ -1,0 +1,271 @@
+//! Side-by-side comparison of syncpeer with the async original's architecture and with a raw
+//! socket floor, in one process, on loopback TCP.
+//!
+//! ```text
+//! cargo bench --bench compare                            # full: what the README quotes
+//! SYNCPEER_BENCH_QUICK=1 cargo bench --bench compare     # quick: under a minute
+//! ```
+//!
+//! The three sides run the same workloads with the same wire format and the same sans-IO
+//! codec, so only the concurrency architecture differs:
+//!
+//! - **syncpeer**: the library (reader, mux and writer threads), the application on threads;
+//! - **async**: `tests/support/async_peer.rs`, the Aptos `Peer` actor's three tasks on a tokio
+//!   multi-threaded runtime (one worker per core), the application as tasks; the shutdown
+//!   section also runs its fixed variants;
+//! - **floor**: a bare blocking socket, the application thread encoding and writing itself.
+//!
+//! Repetitions are interleaved (syncpeer, async, floor, then again, the starting side rotating
+//! each repetition), so a change in machine load hits all three. Sections:
+//!
+//! - latency: closed-loop round trips (64 B and 4 KiB direct-send echo, and RPC), percentiles of
+//!   all repetitions' samples merged into one histogram;
+//! - throughput: one-way direct sends (64 B, 4 KiB, 1 MiB, a streamed 64 MiB message), timed
+//!   until the receiving application has every message; median of the repetitions;
+//! - shutdown: 100,000 queued 64 B messages, then a graceful close; the remote counts;
+//! - scale: 1,000 connected peers in a fresh child process: memory, threads, close time.
+//!
+//! Prints one table with ratios and checks the project's targets; writes the table as JSON to
+//! `$CARGO_TARGET_DIR/compare.json` (default `target/compare.json`).
+//!
+//! For profiling, `SYNCPEER_BENCH_ONLY=latency,throughput,shutdown,scale` (any subset) runs only
+//! those sections, `SYNCPEER_BENCH_SIDE=syncpeer|async|floor` only that side and
+//! `SYNCPEER_BENCH_SIZE=1048576` only that throughput payload size, e.g.
+//! `SYNCPEER_BENCH_QUICK=1 SYNCPEER_BENCH_ONLY=latency SYNCPEER_BENCH_SIDE=syncpeer
+//! valgrind --tool=callgrind target/release/deps/compare-*`.
+
+#[path = "../../tests/support/async_peer.rs"]
+mod async_peer;
+mod async_side;
+mod common;
+mod floor;
+mod report;
+mod scale;
+mod sync_side;
+
+use std::time::Instant;
+
+use async_peer::Variant;
+use common::{Kind, STREAM_SIZE, ShutdownRun};
+use hdrhistogram::Histogram;
+
+/// Environment variable selecting the quick mode.
+const QUICK_ENV: &str = "SYNCPEER_BENCH_QUICK";
+/// Environment variable restricting the sections run (comma-separated).
+const ONLY_ENV: &str = "SYNCPEER_BENCH_ONLY";
+/// Environment variable restricting the side run.
+const SIDE_ENV: &str = "SYNCPEER_BENCH_SIDE";
+/// Environment variable restricting the throughput payload size (bytes).
+const SIZE_ENV: &str = "SYNCPEER_BENCH_SIZE";
+
+/// How much of everything to run.
+struct Plan {
+    quick: bool,
+    reps: usize,
+    latency_iters: usize,
+    latency_warmup: usize,
+    /// (label, payload size, messages per run).
+    throughput: Vec<(&'static str, usize, usize)>,
+    shutdown_messages: usize,
+    scale_peers: usize,
+    /// Sections to run (all if unset).
+    only: Option<String>,
+    /// Side to run (all if unset): a column name.
+    side: Option<String>,
+    /// Throughput payload size to run (all if unset).
+    size: Option<usize>,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        let k = if quick { 5 } else { 1 };
+        Plan {
+            quick,
+            reps: if quick { 3 } else { 9 },
+            latency_iters: if quick { 3_000 } else { 10_000 },
+            latency_warmup: if quick { 100 } else { 300 },
+            throughput: vec![
+                ("64 B", 64, 1_000_000 / k),
+                ("4 KiB", 4096, 200_000 / k),
+                ("1 MiB", 1 << 20, 2_000 / k),
+                ("64 MiB streamed", STREAM_SIZE, if quick { 2 } else { 8 }),
+            ],
+            shutdown_messages: 100_000,
+            scale_peers: 1_000,
+            only: std::env::var(ONLY_ENV).ok(),
+            side: std::env::var(SIDE_ENV).ok(),
+            size: std::env::var(SIZE_ENV).ok().and_then(|s| s.parse().ok()),
+        }
+    }
+
+    fn runs(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.split(',').any(|s| s.trim() == section))
+    }
+
+    /// Whether a throughput payload size runs (`SYNCPEER_BENCH_SIZE`, in bytes).
+    fn runs_size(&self, size: usize) -> bool {
+        self.size.is_none_or(|s| s == size)
+    }
+
+    /// Whether a side runs; `name` is its column name (`async+fix` matches `async` too).
+    fn runs_side(&self, name: &str) -> bool {
+        self.side
+            .as_ref()
+            .is_none_or(|s| name == s || name.split('+').next() == Some(s.as_str()))
+    }
+}
+
+/// Column names of the latency and throughput sides.
+const TRIO: [&str; 3] = ["syncpeer", "async", "floor"];
+/// Column names of the shutdown sides.
+const SHUTDOWN_SIDES: [&str; 5] = ["syncpeer", "async", "async+audit-fix", "async+fix", "floor"];
+
+/// Latency workloads: (label, kind, payload size).
+const LATENCY: [(&str, Kind, usize); 4] = [
+    ("direct echo 64 B", Kind::Direct, 64),
+    ("direct echo 4 KiB", Kind::Direct, 4096),
+    ("rpc 64 B", Kind::Rpc, 64),
+    ("rpc 4 KiB", Kind::Rpc, 4096),
+];
+
+/// Everything measured.
+pub(crate) struct Results {
+    pub(crate) quick: bool,
+    /// Only some sections or sides ran (the JSON goes to `compare-partial.json`).
+    pub(crate) partial: bool,
+    /// Per latency workload, one merged histogram per side.
+    pub(crate) latency: Vec<(&'static str, Vec<Histogram<u64>>)>,
+    /// Per throughput workload: label, payload size, messages per run, seconds per run per side.
+    pub(crate) throughput: Vec<(&'static str, usize, usize, Vec<Vec<f64>>)>,
+    /// Shutdown runs per side: syncpeer, async original, async with the audit's fix, async
+    /// fixed, floor.
+    pub(crate) shutdown: Vec<Vec<ShutdownRun>>,
+    pub(crate) shutdown_messages: usize,
+    /// syncpeer, async.
+    pub(crate) scale: Vec<Option<scale::ScaleRun>>,
+    pub(crate) load_before: String,
+    pub(crate) load_after: String,
+    pub(crate) elapsed_s: f64,
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(scale::CHILD_ENV) {
+        scale::child(&spec);
+        return;
+    }
+    let quick = std::env::var(QUICK_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    let plan = Plan::new(quick);
+    let started = Instant::now();
+    let load_before = loadavg();
+    let rt = async_side::runtime();
+    eprintln!(
+        "compare: {} mode, {} repetitions, sides interleaved",
+        if quick { "quick" } else { "full" },
+        plan.reps
+    );
+
+    let mut latency: Vec<(&str, Vec<Histogram<u64>>)> = LATENCY
+        .iter()
+        .map(|(label, ..)| (*label, (0..3).map(|_| common::histogram()).collect()))
+        .collect();
+    let mut throughput: Vec<(&str, usize, usize, Vec<Vec<f64>>)> = plan
+        .throughput
+        .iter()
+        .map(|&(label, size, n)| (label, size, n, vec![Vec::new(); 3]))
+        .collect();
+    let mut shutdown: Vec<Vec<ShutdownRun>> = vec![Vec::new(); 5];
+
+    for rep in 0..plan.reps {
+        eprintln!("repetition {}/{}", rep + 1, plan.reps);
+        for (w, &(label, kind, size)) in LATENCY.iter().enumerate() {
+            if !plan.runs("latency") {
+                break;
+            }
+            for side in rotation(rep, 3).filter(|&s| plan.runs_side(TRIO[s])) {
+                let (iters, warmup) = (plan.latency_iters, plan.latency_warmup);
+                let h = match side {
+                    0 => sync_side::latency(kind, size, iters, warmup),
+                    1 => async_side::latency(&rt, kind, size, iters, warmup),
+                    _ => floor::latency(kind, size, iters, warmup),
+                };
+                latency[w].1[side].add(&h).expect("same histogram bounds");
+            }
+            eprintln!("  latency {label}: done");
+        }
+        for t in throughput.iter_mut() {
+            if !plan.runs("throughput") {
+                break;
+            }
+            let (label, size, n) = (t.0, t.1, t.2);
+            if !plan.runs_size(size) {
+                continue;
+            }
+            for side in rotation(rep, 3).filter(|&s| plan.runs_side(TRIO[s])) {
+                let secs = match side {
+                    0 => sync_side::throughput(size, n),
+                    1 => async_side::throughput(&rt, size, n),
+                    _ => floor::throughput(size, n),
+                };
+                t.3[side].push(secs);
+            }
+            eprintln!("  throughput {label}: done");
+        }
+        if !plan.runs("shutdown") {
+            continue;
+        }
+        let (size, n) = (64, plan.shutdown_messages);
+        for side in rotation(rep, 5).filter(|&s| plan.runs_side(SHUTDOWN_SIDES[s])) {
+            let run = match side {
+                0 => sync_side::shutdown(size, n),
+                1 => async_side::shutdown(&rt, Variant::Original, size, n),
+                2 => async_side::shutdown(&rt, Variant::AuditFix, size, n),
+                3 => async_side::shutdown(&rt, Variant::Fixed, size, n),
+                _ => floor::shutdown(size, n),
+            };
+            shutdown[side].push(run);
+        }
+        eprintln!("  shutdown: done");
+    }
+    drop(rt);
+
+    eprintln!(
+        "scale: {} peers per side, in child processes",
+        plan.scale_peers
+    );
+    let scale = [("sync", "syncpeer"), ("async", "async")]
+        .iter()
+        .map(|(which, name)| {
+            (plan.runs("scale") && plan.runs_side(name))
+                .then(|| scale::measure(which, plan.scale_peers))
+                .flatten()
+        })
+        .collect();
+
+    let results = Results {
+        quick: plan.quick,
+        partial: plan.only.is_some() || plan.side.is_some() || plan.size.is_some(),
+        latency,
+        throughput,
+        shutdown,
+        shutdown_messages: plan.shutdown_messages,
+        scale,
+        load_before,
+        load_after: loadavg(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    report::print_and_save(&results);
+}
+
+/// The sides in the order repetition `rep` runs them: rotated so none always goes first.
+fn rotation(rep: usize, sides: usize) -> impl Iterator<Item = usize> {
+    (0..sides).map(move |i| (i + rep) % sides)
+}
+
+/// The first three fields of `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}

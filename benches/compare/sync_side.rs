@@ -1,0 +1,144 @@
+//! The workloads on syncpeer: two peers over loopback TCP, the application on plain threads.
+
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use hdrhistogram::Histogram;
+use syncpeer::{Bytes, DisconnectReason, Inbound, Peer, PeerConfig, PeerHandle, PeerId};
+
+use crate::common::{
+    DIRECT, Kind, RPC, RPC_TIMEOUT, ShutdownRun, histogram, payload, record, tcp_pair,
+};
+
+/// One side: its handle and what its handlers receive (an unbounded channel, so the bench
+/// never drops a message).
+struct Side {
+    handle: PeerHandle,
+    inbound: Receiver<Inbound>,
+}
+
+fn side(socket: std::net::TcpStream, remote: u64, config: PeerConfig) -> Side {
+    let (tx, inbound) = crossbeam_channel::unbounded();
+    let handle = Peer::builder(socket)
+        .config(config)
+        .remote_peer_id(PeerId::from_u64(remote))
+        .handler(DIRECT, tx.clone())
+        .handler(RPC, tx)
+        .spawn()
+        .expect("spawn syncpeer");
+    Side { handle, inbound }
+}
+
+fn pair(config_a: PeerConfig) -> (Side, Side) {
+    let (a, b) = tcp_pair();
+    (side(a, 2, config_a), side(b, 1, PeerConfig::default()))
+}
+
+/// Echoes direct sends and answers requests with their payload until the peer closes.
+fn echo(b: Side) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while let Ok(m) = b.inbound.recv() {
+            match m {
+                Inbound::Message { data, .. } => {
+                    if b.handle.send(DIRECT, data).is_err() {
+                        break;
+                    }
+                }
+                Inbound::Request {
+                    data, responder, ..
+                } => {
+                    let _ = responder.respond(data);
+                }
+            }
+        }
+    })
+}
+
+/// Closed-loop round trips; the first `warmup` are not recorded.
+pub(crate) fn latency(kind: Kind, size: usize, iters: usize, warmup: usize) -> Histogram<u64> {
+    let (a, b) = pair(PeerConfig::default());
+    let server = echo(b);
+    let data = payload(size);
+    let mut h = histogram();
+    for i in 0..warmup + iters {
+        let start = Instant::now();
+        match kind {
+            Kind::Direct => {
+                a.handle.send(DIRECT, data.clone()).expect("send");
+                a.inbound.recv().expect("echo");
+            }
+            Kind::Rpc => {
+                a.handle.rpc(RPC, data.clone(), RPC_TIMEOUT).expect("rpc");
+            }
+        }
+        if i >= warmup {
+            record(&mut h, start);
+        }
+    }
+    a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+    server.join().expect("echo thread");
+    h
+}
+
+/// Counts `count` messages on `inbound`; returns when the last arrived.
+fn count(inbound: Receiver<Inbound>, count: usize) -> thread::JoinHandle<Instant> {
+    thread::spawn(move || {
+        for _ in 0..count {
+            inbound.recv().expect("message");
+        }
+        Instant::now()
+    })
+}
+
+/// One-way direct sends of `n` messages of `size` bytes: seconds until the remote has all.
+pub(crate) fn throughput(size: usize, n: usize) -> f64 {
+    let (a, b) = pair(PeerConfig::default());
+    let counter = count(b.inbound, n);
+    let data = payload(size);
+    let start = Instant::now();
+    for _ in 0..n {
+        a.handle.send(DIRECT, data.clone()).expect("send");
+    }
+    let done = counter.join().expect("counter thread");
+    a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+    b.handle.join();
+    (done - start).as_secs_f64()
+}
+
+/// Queues `n` messages of `size` bytes (the outbox holds them all), then closes gracefully.
+pub(crate) fn shutdown(size: usize, n: usize) -> ShutdownRun {
+    let config = PeerConfig {
+        outbox_capacity: n,
+        ..PeerConfig::default()
+    };
+    let (a, b) = pair(config);
+    let inbound = b.inbound;
+    let counter = thread::spawn(move || {
+        let mut received = 0u64;
+        let mut last = Instant::now();
+        // Disconnected once the remote's threads have ended.
+        while inbound.recv().is_ok() {
+            received += 1;
+            last = Instant::now();
+        }
+        (received, last)
+    });
+    let data: Bytes = payload(size);
+    let start = Instant::now();
+    for _ in 0..n {
+        a.handle.send(DIRECT, data.clone()).expect("send");
+    }
+    let queued_at_close = a.handle.metrics().outbox_depth;
+    let close = Instant::now();
+    let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+    let closed = Instant::now();
+    let (received, last) = counter.join().expect("counter thread");
+    ShutdownRun {
+        accepted: report.messages_accepted,
+        received,
+        queued_at_close,
+        close: closed - close,
+        total: last.saturating_duration_since(start),
+    }
+}
