@@ -192,8 +192,12 @@ fn small_message_sent_after_a_large_one_overtakes_it() {
                 syncpeer::proto::MultiplexMessage::Stream(_) => fragments_before_small += 1,
             }
         }
+        eprintln!("{t:?}: {fragments_before_small} of 17 stream frames before the small message");
+        // Ahead of it at most: what the kernel buffers hold (a few MiB on loopback TCP), the
+        // fragment the writer holds, two in the frames channel, one in the mux's batch and
+        // one more moved before the mux reads the outbox again.
         assert!(
-            fragments_before_small <= 8,
+            fragments_before_small <= 10,
             "{t:?}: {fragments_before_small} of 17 stream frames went out before the small message"
         );
         drop(a);

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::gate::{Gate, GateError};
-use super::shared::{Command, Reply, RpcTx, Shared};
+use super::shared::{Command, Reply, RpcCommand, RpcTx, Shared};
 use super::{DisconnectReason, DrainReport, PeerId, PeerMetrics};
 use crate::error::{RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
 use crate::proto::ProtocolId;
@@ -383,7 +383,7 @@ impl PeerHandle {
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
         let cancelled = Arc::new(AtomicBool::new(false));
-        let cmd = Command::Rpc {
+        let cmd = Command::Rpc(Box::new(RpcCommand {
             protocol,
             data,
             timeout,
@@ -391,7 +391,7 @@ impl PeerHandle {
                 tx,
                 cancelled: cancelled.clone(),
             },
-        };
+        }));
         match self.shared().outbox.send(cmd, None) {
             Ok(()) => Ok(PendingRpc { rx, cancelled }),
             Err(_) => Err(RpcError::Disconnected),
@@ -453,7 +453,8 @@ impl PeerHandle {
 
 fn command_data(c: Command) -> Bytes {
     match c {
-        Command::Send { data, .. } | Command::Rpc { data, .. } => data,
+        Command::Send { data, .. } => data,
+        Command::Rpc(rpc) => rpc.data,
     }
 }
 
@@ -467,6 +468,6 @@ fn refused(c: Command) -> Bytes {
             }
             data
         }
-        Command::Rpc { data, .. } => data,
+        Command::Rpc(rpc) => rpc.data,
     }
 }

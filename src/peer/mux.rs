@@ -21,7 +21,7 @@ use super::Inbound;
 use super::builder::Handlers;
 use super::handle::{ReceiptTx, Responder};
 use super::metrics::Counters;
-use super::shared::{Batch, Command, FromReader, Reply, RpcTx, Shared, WriterCmd};
+use super::shared::{Batch, Command, FromReader, Reply, RpcCommand, RpcTx, Shared, WriterCmd};
 use crate::error::RpcError;
 use crate::proto::{Event, RpcFailure, RpcRefused, Session};
 
@@ -240,12 +240,13 @@ impl Mux {
                     counters.abandon(len, receipt);
                 }
             }
-            Command::Rpc {
-                protocol,
-                data,
-                timeout,
-                reply,
-            } => {
+            Command::Rpc(rpc) => {
+                let RpcCommand {
+                    protocol,
+                    data,
+                    timeout,
+                    reply,
+                } = *rpc;
                 if aborted {
                     Counters::add(&counters.rpcs_failed_at_close, 1);
                     return reply.finish(Err(RpcError::Cancelled));
@@ -487,7 +488,8 @@ impl Mux {
                     Counters::add(&counters.direct_sends_accepted, 1);
                     counters.abandon(data.len(), receipt);
                 }
-                Command::Rpc { reply, .. } => {
+                Command::Rpc(rpc) => {
+                    let reply = rpc.reply;
                     Counters::add(&counters.rpcs_failed_at_close, 1);
                     let e = if aborted {
                         RpcError::Cancelled

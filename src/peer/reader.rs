@@ -97,6 +97,9 @@ impl Reader {
             .register(&mut self.half, SOCKET, Interest::READABLE)?;
         let mut events = Events::with_capacity(4);
         let mut buf = vec![0u8; READ_CHUNK];
+        // Whether the last wake-up said the remote had closed or the socket had failed. Until
+        // the first wake-up nothing is known, so the first pass reads until `WouldBlock`.
+        let mut closed_seen = true;
         loop {
             // Read until the socket is drained (mio is edge-triggered), then wait.
             loop {
@@ -129,6 +132,13 @@ impl Reader {
                         if let Some(stop) = stop {
                             return Ok(stop);
                         }
+                        // A short read drained the socket: data arriving later raises a new
+                        // edge, so wait for it rather than spend a system call to learn
+                        // `WouldBlock`. Not if the remote has closed: its EOF raises no new
+                        // edge and must be read now.
+                        if n < buf.len() && !closed_seen {
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -140,6 +150,9 @@ impl Reader {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+            closed_seen = events
+                .iter()
+                .any(|e| e.token() == SOCKET && (e.is_read_closed() || e.is_error()));
         }
     }
 

@@ -26,12 +26,18 @@ pub(crate) enum Command {
         data: Bytes,
         receipt: Option<ReceiptTx>,
     },
-    Rpc {
-        protocol: ProtocolId,
-        data: Bytes,
-        timeout: Duration,
-        reply: RpcTx,
-    },
+    /// Boxed: the outbox preallocates every slot, and an unboxed RPC would make each slot of
+    /// every peer's outbox as large as this rarer command.
+    Rpc(Box<RpcCommand>),
+}
+
+/// An outbound RPC on its way to the mux.
+#[derive(Debug)]
+pub(crate) struct RpcCommand {
+    pub(crate) protocol: ProtocolId,
+    pub(crate) data: Bytes,
+    pub(crate) timeout: Duration,
+    pub(crate) reply: RpcTx,
 }
 
 /// Where an outbound RPC's outcome goes.

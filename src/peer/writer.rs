@@ -30,6 +30,9 @@ const SOCKET: Token = Token(0);
 const MAX_IOV: usize = 64;
 /// Most batches gathered before writing.
 const MAX_GATHER: usize = 64;
+/// Bytes past which no more batches are gathered: whatever the writer holds is ahead of a
+/// message sent now, so a stream's 4 MiB fragments are taken one at a time.
+const GATHER_BYTES: usize = 512 * 1024;
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
@@ -80,7 +83,10 @@ impl Writer {
                 break;
             };
             closing = self.take(cmd);
-            while !closing && self.queue.len() < MAX_GATHER {
+            while !closing
+                && self.queue.len() < MAX_GATHER
+                && self.queue.iter().map(|b| b.len).sum::<usize>() < GATHER_BYTES
+            {
                 match self.frames.try_recv() {
                     Ok(cmd) => closing = self.take(cmd),
                     Err(_) => break,
