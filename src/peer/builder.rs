@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
@@ -208,13 +208,15 @@ impl PeerBuilder {
             finished: Condvar::new(),
             closing: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            writer_busy: AtomicUsize::new(0),
             reader_stop: AtomicBool::new(false),
             reader_waker,
             writer_waker,
         });
         let handlers = Handlers(self.handlers.into());
 
-        let writer = Writer::new(shared.clone(), write_half, writer_poll, frames_rx);
+        let write_half = Arc::new(write_half);
+        let writer = Writer::new(shared.clone(), write_half.clone(), writer_poll, frames_rx);
         let writer = spawn_named("syncpeer-writer", move || writer.run())?;
         let reader = Reader::new(
             shared.clone(),
@@ -239,6 +241,7 @@ impl PeerBuilder {
             inbound_rx,
             replies_rx,
             frames_tx,
+            write_half,
         );
         let on_disconnect = self.on_disconnect;
         let mux_shared = shared.clone();

@@ -90,6 +90,8 @@ metrics! {
     wire_bytes_out,
     /// Batches handed from the mux to the writer.
     write_batches,
+    /// Batches the mux wrote whole itself, the writer being idle (the low-latency path).
+    direct_batches,
     /// Commands waiting in the outbox (a gauge, sampled at snapshot time).
     outbox_depth,
     /// Batches waiting for the writer (a gauge).

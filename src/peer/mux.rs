@@ -12,6 +12,7 @@
 //! sequence described in the `peer` module docs: see `supervisor.rs`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -21,7 +22,10 @@ use super::Inbound;
 use super::builder::Handlers;
 use super::handle::{ReceiptTx, Responder};
 use super::metrics::Counters;
-use super::shared::{Batch, Command, FromReader, Reply, RpcCommand, RpcTx, Shared, WriterCmd};
+use super::shared::{
+    Batch, Command, FromReader, Reply, RpcCommand, RpcTx, Shared, WriterCmd, write_batches,
+};
+use super::socket::Half;
 use crate::error::RpcError;
 use crate::proto::{Event, RpcFailure, RpcRefused, Session};
 
@@ -29,6 +33,9 @@ use crate::proto::{Event, RpcFailure, RpcRefused, Session};
 const HIGH_WATER: usize = 256 * 1024;
 /// Inputs handled per wake-up before the batch is handed over.
 const BURST: usize = 1024;
+/// Largest batch the mux writes itself when the writer is idle; larger ones go to the writer so
+/// that encoding the next batch overlaps with writing this one.
+const DIRECT_WRITE_MAX: usize = 64 * 1024;
 
 /// What one wait produced.
 enum Input {
@@ -48,6 +55,8 @@ pub(crate) struct Mux {
     inbound: Receiver<FromReader>,
     replies: Receiver<Reply>,
     pub(super) frames: Sender<WriterCmd>,
+    /// Shared with the writer; see [`Mux::write_direct`] for who writes when.
+    half: Arc<Half>,
     head: BytesMut,
     out: Batch,
     outbox_open: bool,
@@ -62,6 +71,7 @@ impl Mux {
         inbound: Receiver<FromReader>,
         replies: Receiver<Reply>,
         frames: Sender<WriterCmd>,
+        half: Arc<Half>,
     ) -> Mux {
         Mux {
             session: Session::new(shared.config.session()),
@@ -71,6 +81,7 @@ impl Mux {
             inbound,
             replies,
             frames,
+            half,
             head: BytesMut::new(),
             out: Batch::default(),
             outbox_open: true,
@@ -161,14 +172,9 @@ impl Mux {
         } else {
             debug_assert_eq!(i, i_frames);
             let batch = std::mem::take(&mut self.out);
-            match oper.send(&self.frames, WriterCmd::Batch(batch)) {
-                Ok(()) => self.batch_sent(),
-                Err(e) => {
-                    if let WriterCmd::Batch(b) = e.0 {
-                        b.abandon_from(0, &self.shared.counters);
-                    }
-                }
-            }
+            self.shared.writer_busy.fetch_add(1, Ordering::Relaxed);
+            let sent = oper.send(&self.frames, WriterCmd::Batch(batch));
+            self.handed(sent.map_err(|e| e.0));
             Input::Nothing
         }
     }
@@ -310,7 +316,14 @@ impl Mux {
             return;
         }
         self.out.seal(&mut self.head);
+        if self.out.len <= DIRECT_WRITE_MAX && self.write_direct() {
+            if self.session.has_transmit() {
+                self.pump();
+            }
+            return;
+        }
         let batch = std::mem::take(&mut self.out);
+        self.shared.writer_busy.fetch_add(1, Ordering::Relaxed);
         match self.frames.try_send(WriterCmd::Batch(batch)) {
             Ok(()) => {
                 self.batch_sent();
@@ -319,11 +332,40 @@ impl Mux {
                     self.pump();
                 }
             }
-            Err(TrySendError::Full(WriterCmd::Batch(b))) => self.out = b,
-            Err(e) => {
-                if let WriterCmd::Batch(b) = e.into_inner() {
-                    b.abandon_from(0, &self.shared.counters);
+            Err(TrySendError::Full(WriterCmd::Batch(b))) => {
+                self.shared.writer_busy.fetch_sub(1, Ordering::Relaxed);
+                self.out = b;
+            }
+            Err(e) => self.handed(Err(e.into_inner())),
+        }
+    }
+
+    /// Writes the batch on this thread when the writer holds nothing: one thread hop less on
+    /// the latency path. True if the whole batch was written; otherwise what is left goes to the
+    /// writer, which waits out `WouldBlock` and reports errors.
+    ///
+    /// The mux and the writer share the write half but never write at the same time: the
+    /// writer touches the socket only while it holds a batch, and `writer_busy` counts the
+    /// batches handed to it and not yet finished. Only the mux hands batches over, so when it
+    /// reads zero (acquire, pairing with the writer's release) the socket is its own until it
+    /// hands over the next one.
+    fn write_direct(&mut self) -> bool {
+        if self.shared.writer_busy.load(Ordering::Acquire) != 0 || self.shared.is_aborted() {
+            return false;
+        }
+        loop {
+            let counters = &self.shared.counters;
+            match write_batches(&self.half, std::slice::from_mut(&mut self.out), counters) {
+                Ok(_) if self.out.is_written() => {
+                    // Every mark was resolved as written.
+                    Counters::add(&counters.direct_batches, 1);
+                    self.out = Batch::default();
+                    return true;
                 }
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
             }
         }
     }
@@ -332,6 +374,19 @@ impl Mux {
         let c = &self.shared.counters;
         Counters::add(&c.write_batches, 1);
         Counters::add(&c.writer_queue_depth, 1);
+    }
+
+    /// Settles a hand-over: counted if the writer took the batch, abandoned if it is gone.
+    fn handed(&self, sent: Result<(), WriterCmd>) {
+        match sent {
+            Ok(()) => self.batch_sent(),
+            Err(cmd) => {
+                self.shared.writer_busy.fetch_sub(1, Ordering::Relaxed);
+                if let WriterCmd::Batch(b) = cmd {
+                    b.abandon(&self.shared.counters);
+                }
+            }
+        }
     }
 
     /// Delivers events and moves frames from the session into the batch, up to the mark.
@@ -519,14 +574,9 @@ impl Mux {
             let batch = std::mem::take(&mut self.out);
             // The writer abandons it if the deadline has passed; it never stops receiving
             // before the marker, so this send ends.
-            match self.frames.send(WriterCmd::Batch(batch)) {
-                Ok(()) => self.batch_sent(),
-                Err(e) => {
-                    if let WriterCmd::Batch(b) = e.0 {
-                        b.abandon_from(0, counters);
-                    }
-                }
-            }
+            shared.writer_busy.fetch_add(1, Ordering::Relaxed);
+            let sent = self.frames.send(WriterCmd::Batch(batch));
+            self.handed(sent.map_err(|e| e.0));
         }
         let _ = self.frames.send(WriterCmd::DrainAndClose);
     }

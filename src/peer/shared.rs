@@ -1,8 +1,9 @@
 //! State shared by a connection's threads and handles, the messages they pass to each other,
 //! and the one entry point that starts a close ([`Shared::begin_close`]).
 
+use std::io::IoSlice;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use super::gate::Gate;
 use super::handle::{Delivery, ReceiptTx};
 use super::metrics::{Counters, RateLimited};
+use super::socket::Half;
 use super::{DisconnectReason, DrainReport, PeerId};
 use crate::config::PeerConfig;
 use crate::error::RpcError;
@@ -96,6 +98,10 @@ pub(crate) struct Batch {
     pub(crate) chunks: Vec<Bytes>,
     pub(crate) marks: Vec<Mark>,
     pub(crate) len: usize,
+    /// Bytes already written (a batch can be started by the mux and finished by the writer).
+    pub(crate) written: usize,
+    /// Marks already resolved as written.
+    next_mark: usize,
 }
 
 impl Batch {
@@ -135,13 +141,86 @@ impl Batch {
         self.len == 0
     }
 
-    /// Counts every message of the batch from `first_mark` on as abandoned.
-    pub(crate) fn abandon_from(mut self, first_mark: usize, counters: &Counters) {
-        for mark in self.marks.drain(first_mark..) {
+    pub(crate) fn is_written(&self) -> bool {
+        self.written == self.len
+    }
+
+    /// Appends slices of the bytes not yet written, up to `max` slices in `out`.
+    pub(crate) fn unwritten<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max: usize) {
+        let mut skip = self.written;
+        for chunk in &self.chunks {
+            if out.len() == max {
+                return;
+            }
+            if skip >= chunk.len() {
+                skip -= chunk.len();
+                continue;
+            }
+            out.push(IoSlice::new(&chunk[skip..]));
+            skip = 0;
+        }
+    }
+
+    /// Records up to `n` more bytes as written and resolves the messages they complete,
+    /// adding them to `done` (messages, payload bytes). Returns the bytes taken from `n`.
+    pub(crate) fn advance(&mut self, n: usize, done: &mut (u64, u64)) -> usize {
+        let step = n.min(self.len - self.written);
+        self.written += step;
+        while let Some(mark) = self.marks.get_mut(self.next_mark) {
+            if mark.end > self.written {
+                break;
+            }
+            done.0 += 1;
+            done.1 += mark.len as u64;
+            if let Some(r) = mark.receipt.take() {
+                r.resolve(Delivery::Written);
+            }
+            self.next_mark += 1;
+        }
+        step
+    }
+
+    /// Counts every message of the batch not yet written as abandoned.
+    pub(crate) fn abandon(mut self, counters: &Counters) {
+        for mark in self.marks.drain(self.next_mark..) {
             counters.abandon(mark.len, mark.receipt);
         }
     }
 }
+
+/// Writes as much of `batches` as the socket takes in one vectored call and resolves the
+/// messages completed; fully written batches stay for the caller to remove. Never blocks: the
+/// socket is non-blocking.
+pub(crate) fn write_batches(
+    half: &Half,
+    batches: &mut [Batch],
+    counters: &Counters,
+) -> std::io::Result<usize> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
+    for b in batches.iter() {
+        b.unwritten(&mut slices, MAX_IOV);
+        if slices.len() == MAX_IOV {
+            break;
+        }
+    }
+    let written = half.write_vectored(&slices)?;
+    drop(slices);
+    Counters::add(&counters.write_calls, 1);
+    Counters::add(&counters.wire_bytes_out, written as u64);
+    let (mut n, mut done) = (written, (0, 0));
+    for b in batches.iter_mut() {
+        if n == 0 {
+            break;
+        }
+        n -= b.advance(n, &mut done);
+    }
+    Counters::add(&counters.messages_written, done.0);
+    Counters::add(&counters.bytes_written, done.1);
+    Ok(written)
+}
+
+/// Most slices handed to one `writev`.
+const MAX_IOV: usize = 64;
 
 impl Counters {
     pub(crate) fn abandon(&self, len: usize, receipt: Option<ReceiptTx>) {
@@ -194,6 +273,9 @@ pub(crate) struct Shared {
     /// Fast flags for the hot loops; the authoritative values are in `close`.
     pub(crate) closing: AtomicBool,
     pub(crate) aborted: AtomicBool,
+    /// Batches handed to the writer and not yet finished: while it is zero the mux may write
+    /// to the socket itself (see `Mux::write_direct`).
+    pub(crate) writer_busy: AtomicUsize,
     /// Set by the supervisor (or an abort) to make the reader stop reading.
     pub(crate) reader_stop: AtomicBool,
     pub(crate) reader_waker: mio::Waker,

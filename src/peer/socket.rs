@@ -76,10 +76,20 @@ impl Half {
         }
     }
 
-    pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Takes `&self`: the mux and the writer share the write half (never at the same time;
+    /// see `Shared::writer_busy`).
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Half::Tcp(s) => s.write_vectored(bufs),
-            Half::Unix(s) => s.write_vectored(bufs),
+            Half::Tcp(s) => (&*s).write_vectored(bufs),
+            Half::Unix(s) => (&*s).write_vectored(bufs),
+        }
+    }
+
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Half::Tcp(s) => s.as_raw_fd(),
+            Half::Unix(s) => s.as_raw_fd(),
         }
     }
 }

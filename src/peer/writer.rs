@@ -1,33 +1,32 @@
 //! The writer thread (`syncpeer-writer`): owns the write half and receives, through one FIFO
 //! channel, batches of encoded frames and finally `DrainAndClose`.
 //!
-//! It gathers every batch already queued into one vectored write (batching is where
-//! throughput comes from). The socket is non-blocking; on `WouldBlock` the writer waits on its
+//! It gathers the batches already queued into one vectored write (batching is where
+//! throughput comes from). When it holds no batch, the mux may write a small batch itself
+//! (one thread hop less on the latency path) and hands over only what the socket did not take. The socket is non-blocking; on `WouldBlock` the writer waits on its
 //! own `mio::Poll` for writability, bounded by `write_timeout` without progress and, once a close
 //! has started, by the drain deadline. Past either, or after a write error or an abort, every
 //! message not yet written is counted as abandoned (and its receipt resolved), so each
 //! accepted message gets exactly one outcome.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, IoSlice};
+use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::DisconnectReason;
-use super::handle::Delivery;
-use super::metrics::Counters;
-use super::shared::{Batch, Shared, WriterCmd};
+use super::shared::{Batch, Shared, WriterCmd, write_batches};
 use super::socket::Half;
 
 pub(crate) const WAKER: Token = Token(1);
 const SOCKET: Token = Token(0);
 
-/// Most slices handed to one `writev`.
-const MAX_IOV: usize = 64;
 /// Most batches gathered before writing.
 const MAX_GATHER: usize = 64;
 /// Bytes past which no more batches are gathered: whatever the writer holds is ahead of a
@@ -36,14 +35,10 @@ const GATHER_BYTES: usize = 512 * 1024;
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    half: Half,
+    half: Arc<Half>,
     poll: Poll,
     frames: Receiver<WriterCmd>,
     queue: VecDeque<Batch>,
-    /// Bytes of the front batch already written.
-    offset: usize,
-    /// Marks of the front batch already resolved.
-    next_mark: usize,
     /// Once set, nothing more is written; everything is abandoned.
     broken: bool,
 }
@@ -51,7 +46,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        half: Half,
+        half: Arc<Half>,
         poll: Poll,
         frames: Receiver<WriterCmd>,
     ) -> Writer {
@@ -61,17 +56,16 @@ impl Writer {
             poll,
             frames,
             queue: VecDeque::new(),
-            offset: 0,
-            next_mark: 0,
             broken: false,
         }
     }
 
     pub(crate) fn run(mut self) {
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut self.half, SOCKET, Interest::WRITABLE)
+        let fd = self.half.raw_fd();
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)
         {
             log::error!("peer {}: cannot poll the socket: {e}", self.shared.remote);
             self.fail(DisconnectReason::InputOutputError);
@@ -112,9 +106,9 @@ impl Writer {
                 self.shared
                     .counters
                     .writer_queue_depth
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_sub(1, Ordering::Relaxed);
                 if self.broken || self.shared.is_aborted() {
-                    b.abandon_from(0, &self.shared.counters);
+                    self.finish(b);
                 } else {
                     self.queue.push_back(b);
                 }
@@ -122,6 +116,13 @@ impl Writer {
             }
             WriterCmd::DrainAndClose => true,
         }
+    }
+
+    /// A batch leaves the writer: abandons what is unwritten, and lets the mux write again
+    /// once none is left (the release pairs with the mux's acquire load).
+    fn finish(&self, batch: Batch) {
+        batch.abandon(&self.shared.counters);
+        self.shared.writer_busy.fetch_sub(1, Ordering::Release);
     }
 
     fn fail(&mut self, reason: DisconnectReason) {
@@ -137,14 +138,22 @@ impl Writer {
             if self.broken || self.shared.is_aborted() {
                 return self.abandon_local();
             }
-            match self.write_once() {
+            let result = write_batches(
+                &self.half,
+                self.queue.make_contiguous(),
+                &self.shared.counters,
+            );
+            match result {
                 Ok(0) => {
                     log::error!("peer {}: socket accepts no more bytes", self.shared.remote);
                     self.fail(DisconnectReason::InputOutputError);
                 }
-                Ok(n) => {
+                Ok(_) => {
                     last_progress = Instant::now();
-                    self.advance(n);
+                    while self.queue.front().is_some_and(Batch::is_written) {
+                        let done = self.queue.pop_front().expect("front exists");
+                        self.finish(done);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -183,71 +192,11 @@ impl Writer {
         }
     }
 
-    fn write_once(&mut self) -> std::io::Result<usize> {
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
-        let mut skip = self.offset;
-        'outer: for batch in &self.queue {
-            for chunk in &batch.chunks {
-                if skip >= chunk.len() {
-                    skip -= chunk.len();
-                    continue;
-                }
-                slices.push(IoSlice::new(&chunk[skip..]));
-                skip = 0;
-                if slices.len() == MAX_IOV {
-                    break 'outer;
-                }
-            }
-            skip = 0;
-        }
-        let n = self.half.write_vectored(&slices)?;
-        Counters::add(&self.shared.counters.write_calls, 1);
-        Counters::add(&self.shared.counters.wire_bytes_out, n as u64);
-        Ok(n)
-    }
-
-    /// Records `n` more bytes written: resolves the messages they complete.
-    fn advance(&mut self, mut n: usize) {
-        let (mut messages, mut bytes) = (0, 0);
-        while n > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                break;
-            };
-            let step = n.min(front.len - self.offset);
-            self.offset += step;
-            n -= step;
-            while let Some(mark) = front.marks.get_mut(self.next_mark) {
-                if mark.end > self.offset {
-                    break;
-                }
-                messages += 1;
-                bytes += mark.len as u64;
-                if let Some(r) = mark.receipt.take() {
-                    r.resolve(Delivery::Written);
-                }
-                self.next_mark += 1;
-            }
-            if self.offset == front.len {
-                self.queue.pop_front();
-                self.offset = 0;
-                self.next_mark = 0;
-            }
-        }
-        // Once per write call, not per message.
-        let counters = &self.shared.counters;
-        Counters::add(&counters.messages_written, messages);
-        Counters::add(&counters.bytes_written, bytes);
-    }
-
     /// Abandons the batches taken from the channel (not those still in it).
     fn abandon_local(&mut self) {
-        let mut first = self.next_mark;
         while let Some(batch) = self.queue.pop_front() {
-            batch.abandon_from(first, &self.shared.counters);
-            first = 0;
+            self.finish(batch);
         }
-        self.offset = 0;
-        self.next_mark = 0;
     }
 
     /// At exit: abandons everything, including batches left in the channel if the mux ended
@@ -259,8 +208,8 @@ impl Writer {
                 self.shared
                     .counters
                     .writer_queue_depth
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                b.abandon_from(0, &self.shared.counters);
+                    .fetch_sub(1, Ordering::Relaxed);
+                self.finish(b);
             }
         }
     }
