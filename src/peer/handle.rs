@@ -255,8 +255,8 @@ impl PeerHandle {
             receipt: None,
         };
         self.shared().outbox.try_send(cmd).map_err(|e| match e {
-            GateError::Full(c) => TrySendError::Full(command_data(c)),
-            GateError::Closed(c) | GateError::Timeout(c) => TrySendError::Closed(command_data(c)),
+            GateError::Full(c) => TrySendError::Full(refused(c)),
+            GateError::Closed(c) | GateError::Timeout(c) => TrySendError::Closed(refused(c)),
         })
     }
 
@@ -448,13 +448,6 @@ impl PeerHandle {
         let mut m = self.shared().counters.snapshot();
         m.outbox_depth = self.shared().outbox_rx.len() as u64;
         m
-    }
-}
-
-fn command_data(c: Command) -> Bytes {
-    match c {
-        Command::Send { data, .. } => data,
-        Command::Rpc(rpc) => rpc.data,
     }
 }
 
