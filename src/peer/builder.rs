@@ -208,6 +208,7 @@ impl PeerBuilder {
             finished: Condvar::new(),
             closing: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            waiters: Mutex::new(Default::default()),
             writer_busy: AtomicUsize::new(0),
             reader_stop: AtomicBool::new(false),
             reader_waker,

@@ -258,15 +258,26 @@ impl Mux {
                     return reply.finish(Err(RpcError::Cancelled));
                 }
                 if self.session.outbound_rpcs() >= self.shared.config.max_concurrent_outbound_rpcs {
-                    let n = self.session.cancel_rpcs_where(RpcTx::is_cancelled);
-                    Counters::add(&counters.rpcs_cancelled, n as u64);
+                    // Completions the reader delivered but the mux has not seen yet still hold
+                    // slots: take them in first, then drop the RPCs whose callers left.
+                    while let Ok(m) = self.inbound.try_recv() {
+                        self.reader_input(m, now);
+                    }
+                    for id in self.session.cancel_rpcs_where(RpcTx::is_cancelled) {
+                        self.shared.take_waiter(id);
+                        Counters::add(&self.shared.counters.rpcs_cancelled, 1);
+                    }
                 }
+                let counters = &self.shared.counters;
                 let len = data.len();
+                let caller = reply.tx.clone();
                 match self
                     .session
                     .start_rpc(now, protocol, data, timeout, reply, None)
                 {
                     Ok(id) => {
+                        // Registered before the request can be written, so before any response.
+                        self.shared.waiters.lock().insert(id, caller);
                         counters.accept(len);
                         Counters::add(&counters.rpc_requests_accepted, 1);
                         log::trace!("peer {}: rpc {} started", self.shared.remote, id.0);
@@ -306,6 +317,15 @@ impl Mux {
         match m {
             FromReader::Message(m) => self.session.handle_message(now, m),
             FromReader::Malformed(e) => self.session.handle_malformed(&e),
+            FromReader::Completed(id) => {
+                // `None`: it expired meanwhile, and the deadline found the caller already taken
+                // and counted it then.
+                if self.session.complete_rpc(id).is_some() {
+                    let c = &self.shared.counters;
+                    Counters::add(&c.rpcs_succeeded, 1);
+                    Counters::add(&c.responses_matched, 1);
+                }
+            }
         }
     }
 
@@ -480,25 +500,39 @@ impl Mux {
                     &format_args!("{protocol}, request {}", request_id.0),
                 );
             }
-            Event::RpcDone { token, result, .. } => match result {
-                Ok(_) if token.is_cancelled() => {
-                    // The caller dropped its PendingRpc: nobody reads this response.
-                    Counters::add(&counters.rpcs_cancelled, 1);
-                }
-                Ok(data) => {
+            Event::RpcDone {
+                request_id,
+                token,
+                result,
+            } => {
+                let Some(caller) = shared.take_waiter(request_id) else {
+                    // The reader answered the caller a moment before this deadline.
                     Counters::add(&counters.rpcs_succeeded, 1);
                     Counters::add(&counters.responses_matched, 1);
-                    token.finish(Ok(data));
-                }
-                Err(RpcFailure::TimedOut) => {
-                    Counters::add(&counters.rpcs_timed_out, 1);
-                    token.finish(Err(RpcError::TimedOut));
-                }
-                Err(RpcFailure::Closed) => {
-                    Counters::add(&counters.rpcs_failed_at_close, 1);
-                    token.finish(Err(RpcError::Disconnected));
-                }
-            },
+                    return;
+                };
+                let outcome = match result {
+                    Ok(data) => {
+                        let counter = if token.is_cancelled() {
+                            &counters.rpcs_cancelled
+                        } else {
+                            Counters::add(&counters.responses_matched, 1);
+                            &counters.rpcs_succeeded
+                        };
+                        Counters::add(counter, 1);
+                        Ok(data)
+                    }
+                    Err(RpcFailure::TimedOut) => {
+                        Counters::add(&counters.rpcs_timed_out, 1);
+                        Err(RpcError::TimedOut)
+                    }
+                    Err(RpcFailure::Closed) => {
+                        Counters::add(&counters.rpcs_failed_at_close, 1);
+                        Err(RpcError::Disconnected)
+                    }
+                };
+                let _ = caller.try_send(outcome);
+            }
             Event::UnknownResponse(id) => {
                 Counters::add(&counters.unknown_responses, 1);
                 log::trace!(
@@ -556,14 +590,20 @@ impl Mux {
             }
         }
         let mut leftovers = self.session.close();
-        for (_, reply) in leftovers.rpcs.drain(..) {
+        for (id, _) in leftovers.rpcs.drain(..) {
+            let Some(caller) = shared.take_waiter(id) else {
+                // Answered by the reader; the mux had not seen the completion yet.
+                Counters::add(&counters.rpcs_succeeded, 1);
+                Counters::add(&counters.responses_matched, 1);
+                continue;
+            };
             Counters::add(&counters.rpcs_failed_at_close, 1);
             let e = if aborted {
                 RpcError::Cancelled
             } else {
                 RpcError::Disconnected
             };
-            reply.finish(Err(e));
+            let _ = caller.try_send(Err(e));
         }
         for c in leftovers.messages {
             counters.abandon(c.len, c.tag);

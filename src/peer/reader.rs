@@ -235,6 +235,15 @@ impl Reader {
                 }
                 return;
             }
+            NetworkMessage::RpcResponse(r) => match self.shared.take_waiter(r.request_id) {
+                // The caller is answered from this thread: one hop less per RPC.
+                Some(caller) => {
+                    let _ = caller.try_send(Ok(r.raw_response));
+                    let _ = self.to_mux.send(FromReader::Completed(r.request_id));
+                    return;
+                }
+                None => NetworkMessage::RpcResponse(r),
+            },
             other => other,
         };
         if let Err(e) = self.to_mux.send(FromReader::Message(m)) {

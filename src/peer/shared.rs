@@ -1,6 +1,7 @@
 //! State shared by a connection's threads and handles, the messages they pass to each other,
 //! and the one entry point that starts a close ([`Shared::begin_close`]).
 
+use std::collections::HashMap;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use super::{DisconnectReason, DrainReport, PeerId};
 use crate::config::PeerConfig;
 use crate::error::RpcError;
 use crate::proto::codec::encode_frame_split;
-use crate::proto::{FrameError, FrameTooLarge, NetworkMessage, ProtocolId, Transmit};
+use crate::proto::{FrameError, FrameTooLarge, NetworkMessage, ProtocolId, RequestId, Transmit};
 
 /// What an application thread asks the mux to do.
 #[derive(Debug)]
@@ -73,6 +74,9 @@ pub(crate) enum Reply {
 pub(crate) enum FromReader {
     Message(NetworkMessage),
     Malformed(FrameError),
+    /// The reader answered this outbound RPC's caller itself (see `Shared::waiters`); the mux
+    /// only updates its bookkeeping.
+    Completed(RequestId),
 }
 
 /// What the writer receives, in order, through one channel.
@@ -273,6 +277,11 @@ pub(crate) struct Shared {
     /// Fast flags for the hot loops; the authoritative values are in `close`.
     pub(crate) closing: AtomicBool,
     pub(crate) aborted: AtomicBool,
+    /// Callers of outbound RPCs whose request was admitted, by request id. The reader hands a
+    /// response straight to its caller from here (no hop through the mux); the mux takes the
+    /// entry at the RPC's deadline or at the close. Whoever removes the entry delivers the one
+    /// outcome.
+    pub(crate) waiters: Mutex<HashMap<RequestId, Sender<Result<Bytes, RpcError>>>>,
     /// Batches handed to the writer and not yet finished: while it is zero the mux may write
     /// to the socket itself (see `Mux::write_direct`).
     pub(crate) writer_busy: AtomicUsize,
@@ -310,6 +319,11 @@ impl Shared {
         if abort {
             let _ = self.reader_waker.wake();
         }
+    }
+
+    /// Takes the caller of RPC `id`, if nobody has delivered its outcome yet.
+    pub(crate) fn take_waiter(&self, id: RequestId) -> Option<Sender<Result<Bytes, RpcError>>> {
+        self.waiters.lock().remove(&id)
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -361,9 +361,20 @@ impl<R, K> Session<R, K> {
         self.inbound.expire(now);
     }
 
-    /// Fails the outbound RPCs whose caller stopped waiting, to free their slots.
-    pub fn cancel_rpcs_where(&mut self, cancelled: impl FnMut(&R) -> bool) -> usize {
-        self.outbound.cancel_where(cancelled).len()
+    /// Drops the outbound RPCs whose caller stopped waiting, to free their slots; returns their
+    /// ids.
+    pub fn cancel_rpcs_where(&mut self, cancelled: impl FnMut(&R) -> bool) -> Vec<RequestId> {
+        self.outbound
+            .cancel_where(cancelled)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Marks outbound RPC `id` complete without an event, for a driver that delivered the
+    /// response itself; `None` if it was not waiting (expired, cancelled, unknown).
+    pub fn complete_rpc(&mut self, id: RequestId) -> Option<R> {
+        self.outbound.complete(id).map(|(_, token)| token)
     }
 
     /// The next frame to write.
