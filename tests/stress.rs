@@ -147,7 +147,7 @@ fn response_for(request: &[u8]) -> Bytes {
 #[derive(Debug, Default)]
 struct SenderLog {
     thread: u8,
-    /// Seqs accepted by `send_timeout` (no receipt).
+    /// Seqs accepted by `send` or `send_timeout` (no receipt).
     plain: Vec<u32>,
     /// Seqs accepted by `send_with_receipt`, with the receipt's outcome.
     receipts: Vec<(u32, Delivery)>,
@@ -182,6 +182,19 @@ fn sender(
                 Err(SendError::Closed(back)) => Some(back),
                 Err(e) => {
                     log.errors.push(format!("send_with_receipt: {e:?}"));
+                    break;
+                }
+            }
+        } else if rng.chance(2) {
+            // Blocks while the outbox is full; every round closes, which wakes it.
+            match handle.send(DIRECT, data.clone()) {
+                Ok(()) => {
+                    log.plain.push(seq);
+                    None
+                }
+                Err(SendError::Closed(back)) => Some(back),
+                Err(e) => {
+                    log.errors.push(format!("send: {e:?}"));
                     break;
                 }
             }
@@ -279,13 +292,25 @@ fn rpc_caller(handle: PeerHandle, side: u8, size: Size, stop: Arc<AtomicBool>) -
     log
 }
 
-/// What one side's handler thread received: direct sends per sending thread, in order.
+/// What one side's handler threads received: direct sends per sending thread, in order.
 #[derive(Debug, Default)]
 struct ConsumerLog {
     delivered: HashMap<u8, Vec<(u32, bool)>>,
     direct: u64,
     requests: u64,
     errors: Vec<String>,
+}
+
+impl ConsumerLog {
+    fn merge(mut self, other: ConsumerLog) -> ConsumerLog {
+        for (thread, seqs) in other.delivered {
+            self.delivered.entry(thread).or_default().extend(seqs);
+        }
+        self.direct += other.direct;
+        self.requests += other.requests;
+        self.errors.extend(other.errors);
+        self
+    }
 }
 
 fn consumer(inbound: Receiver<Inbound>, from: u8, mut rng: Rng) -> ConsumerLog {
@@ -295,7 +320,7 @@ fn consumer(inbound: Receiver<Inbound>, from: u8, mut rng: Rng) -> ConsumerLog {
             Ok(Inbound::Message { protocol, data, .. }) => {
                 log.direct += 1;
                 match parse(&data, MAGIC) {
-                    Ok(t) if t.side == from && protocol == DIRECT => {
+                    Ok(t) if t.side == from && protocol == DIRECT && t.thread != RPC_THREAD => {
                         log.delivered
                             .entry(t.thread)
                             .or_default()
@@ -428,17 +453,20 @@ struct Rig {
     senders: Vec<Bounded<SenderLog>>,
     rpc: Bounded<RpcLog>,
     consumer: Bounded<ConsumerLog>,
+    server: Bounded<ConsumerLog>,
 }
 
 fn rig(socket: Socket, side: usize, size: Size, rng: &mut Rng, keep_raw: bool) -> Rig {
     let raw = keep_raw.then(|| Raw::of(&socket));
+    // One handler thread per protocol, so requests do not queue behind direct sends.
     let (tx, inbound) = crossbeam_channel::unbounded();
+    let (rtx, requests) = crossbeam_channel::unbounded();
     let (dtx, disconnected) = crossbeam_channel::unbounded();
     let handle = Peer::builder(socket)
         .config(size.config())
         .remote_peer_id(PeerId::from_u64(2 - side as u64))
-        .handler(DIRECT, tx.clone())
-        .handler(RPC, tx)
+        .handler(DIRECT, tx)
+        .handler(RPC, rtx)
         .on_disconnect(dtx)
         .spawn()
         .expect("spawn peer");
@@ -453,8 +481,12 @@ fn rig(socket: Socket, side: usize, size: Size, rng: &mut Rng, keep_raw: bool) -
     let (h, s) = (handle.clone(), stop.clone());
     let rpc = spawn_bounded(format!("rpc-{side}"), move || rpc_caller(h, me, size, s));
     let crng = rng.fork();
-    let consumer = spawn_bounded(format!("handler-{side}"), move || {
+    let messages = spawn_bounded(format!("handler-{side}"), move || {
         consumer(inbound, 1 - me, crng)
+    });
+    let crng = rng.fork();
+    let server = spawn_bounded(format!("server-{side}"), move || {
+        consumer(requests, 1 - me, crng)
     });
     Rig {
         handle: Some(handle),
@@ -463,7 +495,8 @@ fn rig(socket: Socket, side: usize, size: Size, rng: &mut Rng, keep_raw: bool) -
         raw,
         senders,
         rpc,
-        consumer,
+        consumer: messages,
+        server,
     }
 }
 
@@ -582,7 +615,7 @@ fn run_pair(name: String, plan: Plan, size: Size, mut rng: Rng) -> PairResult {
             metrics,
             senders: rig.senders.into_iter().map(|s| s.join(WAIT)).collect(),
             rpc: rig.rpc.join(WAIT),
-            consumer: rig.consumer.join(WAIT),
+            consumer: rig.consumer.join(WAIT).merge(rig.server.join(WAIT)),
         });
     }
     for a in actions {
