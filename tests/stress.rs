@@ -161,8 +161,8 @@ fn sender(
     thread: u8,
     size: Size,
     stop: Arc<AtomicBool>,
+    mut rng: Rng,
 ) -> SenderLog {
-    let mut rng = Rng::new(u64::from(side) << 8 | u64::from(thread));
     let mut log = SenderLog {
         thread,
         ..SenderLog::default()
@@ -259,8 +259,13 @@ impl RpcLog {
     }
 }
 
-fn rpc_caller(handle: PeerHandle, side: u8, size: Size, stop: Arc<AtomicBool>) -> RpcLog {
-    let mut rng = Rng::new(u64::from(side) << 8 | 0xff);
+fn rpc_caller(
+    handle: PeerHandle,
+    side: u8,
+    size: Size,
+    stop: Arc<AtomicBool>,
+    mut rng: Rng,
+) -> RpcLog {
     let timeout = Duration::from_millis(800);
     let mut log = RpcLog::default();
     let mut inflight = VecDeque::new();
@@ -474,12 +479,14 @@ fn rig(socket: Socket, side: usize, size: Size, rng: &mut Rng, keep_raw: bool) -
     let me = side as u8;
     let senders = (0..size.senders as u8)
         .map(|t| {
-            let (h, s) = (handle.clone(), stop.clone());
-            spawn_bounded(format!("send-{side}{t}"), move || sender(h, me, t, size, s))
+            let (h, s, r) = (handle.clone(), stop.clone(), rng.fork());
+            spawn_bounded(format!("send-{side}{t}"), move || {
+                sender(h, me, t, size, s, r)
+            })
         })
         .collect();
-    let (h, s) = (handle.clone(), stop.clone());
-    let rpc = spawn_bounded(format!("rpc-{side}"), move || rpc_caller(h, me, size, s));
+    let (h, s, r) = (handle.clone(), stop.clone(), rng.fork());
+    let rpc = spawn_bounded(format!("rpc-{side}"), move || rpc_caller(h, me, size, s, r));
     let crng = rng.fork();
     let messages = spawn_bounded(format!("handler-{side}"), move || {
         consumer(inbound, 1 - me, crng)
