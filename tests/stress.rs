@@ -525,7 +525,11 @@ fn check_direction(
             + m.unknown_responses
             + m.dropped_unknown_protocol;
         if arrived > sr.messages_written || (exact && arrived != sr.messages_written) {
-            f.push(format!("receiver accounts for {arrived} messages, sender wrote {} (exact: {exact}); receiver {m:?}", sr.messages_written));
+            f.push(format!(
+                "receiver accounts for {arrived} messages, sender wrote {} (exact: {exact}); \
+                 receiver {m:?} {rr:?} {:?}; sender {:?} {sr:?} {:?}",
+                sr.messages_written, r.rpc, s.metrics, s.rpc
+            ));
         }
     }
     (f, exact)
