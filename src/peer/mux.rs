@@ -52,7 +52,7 @@ pub(crate) struct Mux {
     handlers: Handlers,
     session: Session<RpcTx, Option<ReceiptTx>>,
     outbox: Receiver<Command>,
-    inbound: Receiver<FromReader>,
+    pub(super) inbound: Receiver<FromReader>,
     replies: Receiver<Reply>,
     pub(super) frames: Sender<WriterCmd>,
     /// Shared with the writer; see [`Mux::write_direct`] for who writes when.

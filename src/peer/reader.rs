@@ -247,12 +247,8 @@ impl Reader {
             other => other,
         };
         if let Err(e) = self.to_mux.send(FromReader::Message(m)) {
-            // The mux has finished its drain: this RPC traffic can no longer be answered.
-            if let FromReader::Message(NetworkMessage::RpcResponse(_)) = e.0 {
-                Counters::add(&counters.unknown_responses, 1);
-            } else {
-                Counters::add(&counters.dropped_handler_full, 1);
-            }
+            // The close has ended: this RPC traffic can no longer be answered.
+            e.0.count_unhandled(counters);
         }
     }
 }

@@ -79,6 +79,21 @@ pub(crate) enum FromReader {
     Completed(RequestId),
 }
 
+impl FromReader {
+    /// Counts a message that arrived after the mux stopped handling them: a response can
+    /// complete no call, a request can no longer be answered. (A malformed frame was counted
+    /// when it was read; its reply is moot.)
+    pub(crate) fn count_unhandled(&self, counters: &Counters) {
+        match self {
+            FromReader::Message(NetworkMessage::RpcResponse(_)) => {
+                Counters::add(&counters.unknown_responses, 1);
+            }
+            FromReader::Message(_) => Counters::add(&counters.dropped_handler_full, 1),
+            FromReader::Malformed(_) => {}
+        }
+    }
+}
+
 /// What the writer receives, in order, through one channel.
 #[derive(Debug)]
 pub(crate) enum WriterCmd {

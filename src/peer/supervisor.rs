@@ -34,17 +34,33 @@ impl Mux {
         self.event_loop();
         log::debug!("peer {}: mux drained, closing", self.shared.remote);
         self.finish_drain();
-        // Dropping the mux drops its receivers: a reader still sending RPC traffic gets an
-        // error instead of waiting for a mux that will not read again.
+        // The reader goes on reading until the end. RPC traffic it hands over from now on
+        // can no longer be handled, but it was received: it is taken and counted (as the
+        // reader counts what it cannot hand over at all), never left in a dropped channel.
+        let inbound = std::mem::replace(&mut self.inbound, crossbeam_channel::never());
         let shared = self.shared.clone();
         drop(self);
         let _ = writer.join();
         // Keep reading until the remote's EOF (the reader exits and drops its end) or the
         // deadline; then tell the reader to stop.
         let deadline = shared.deadline().unwrap_or_else(Instant::now);
-        let _ = reader_done.recv_deadline(deadline);
+        loop {
+            crossbeam_channel::select! {
+                recv(reader_done) -> _ => break,
+                recv(inbound) -> m => match m {
+                    Ok(m) => m.count_unhandled(&shared.counters),
+                    Err(_) => break,
+                },
+                default(deadline.saturating_duration_since(Instant::now())) => break,
+            }
+        }
         shared.reader_stop.store(true, Ordering::SeqCst);
         let _ = shared.reader_waker.wake();
+        // Until the reader has stopped (and dropped its sender), keep taking what it hands
+        // over, so it never waits on a full channel.
+        for m in inbound.iter() {
+            m.count_unhandled(&shared.counters);
+        }
         let _ = reader.join();
         guard.publish();
     }

@@ -1,0 +1,398 @@
+//! Every I/O error path, through the fault relay (`tests/fault`) or the peer's own socket:
+//! reader and writer errors while running and during the drain, EOF inside and between
+//! frames, and `write_timeout` against a relay that stops reading. Each test checks the
+//! reason, that the report adds up (accepted == written + abandoned), that receipts agree,
+//! and that every thread is joined.
+
+mod common;
+mod fault;
+mod harness;
+
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{DIRECT, Side, WAIT, disconnected, recv, spawn_side};
+use fault::{Dir, Fault, Relay, Trigger, relay_pair};
+use harness::{Bounded, spawn_bounded, wait_until};
+use syncpeer::{Bytes, Delivery, DisconnectReason, DrainReport, PeerConfig, Receipt, SendError};
+
+fn config(linger: Duration) -> PeerConfig {
+    PeerConfig {
+        linger,
+        ..PeerConfig::default()
+    }
+}
+
+/// A (id 1) ⇄ relay ⇄ B (id 2).
+fn relayed(config: PeerConfig) -> (Side, Side, Relay) {
+    common::init_logging();
+    let (a, b, relay) = relay_pair();
+    (
+        spawn_side(a.into(), 1, 2, config.clone(), 1024),
+        spawn_side(b.into(), 2, 1, config, 1024),
+        relay,
+    )
+}
+
+/// A (id 1) ⇄ relay ⇄ a raw socket that the test drives.
+fn relayed_raw(config: PeerConfig) -> (Side, TcpStream, Relay) {
+    common::init_logging();
+    let (a, raw, relay) = relay_pair();
+    raw.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    (spawn_side(a.into(), 1, 2, config, 1024), raw, relay)
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+#[track_caller]
+fn assert_balanced(r: &DrainReport) {
+    assert_eq!(
+        r.messages_accepted,
+        r.messages_written + r.messages_abandoned,
+        "{r:?}"
+    );
+    assert_eq!(
+        r.bytes_accepted,
+        r.bytes_written + r.bytes_abandoned,
+        "{r:?}"
+    );
+}
+
+/// Joins the side (the report must match its one notice) and returns the notice's report.
+#[track_caller]
+fn finish(side: &Side) -> DrainReport {
+    let notice = disconnected(side);
+    assert_eq!(side.handle.join(), notice.report);
+    assert!(
+        side.disconnected.recv_timeout(WAIT).is_err(),
+        "exactly one Disconnected"
+    );
+    assert_balanced(&notice.report);
+    notice.report
+}
+
+/// Runs the test body with the binary's tests serialised, then checks that every thread it
+/// started has ended and no peer thread panicked.
+fn isolated(body: impl FnOnce()) {
+    let _serial = harness::serial();
+    harness::count_peer_panics();
+    let baseline = harness::peer_thread_count();
+    body();
+    harness::assert_peer_threads_back_to(baseline, Duration::from_secs(10));
+    assert_eq!(harness::peer_panics(), 0, "a peer thread panicked");
+}
+
+fn outcomes(receipts: Vec<Receipt>) -> (u64, u64) {
+    let mut written = 0;
+    let mut abandoned = 0;
+    for r in receipts {
+        match r.wait_timeout(WAIT).expect("receipt resolved in time") {
+            Delivery::Written => written += 1,
+            Delivery::Abandoned => abandoned += 1,
+        }
+    }
+    (written, abandoned)
+}
+
+/// Frame length of a direct send of `len` (< 128) payload bytes on protocol 2.
+fn frame_len(len: usize) -> u64 {
+    (4 + 1 + 1 + 1 + 1 + 1 + len) as u64
+}
+
+#[test]
+fn eof_at_a_frame_boundary_is_connection_closed() {
+    isolated(|| {
+        let (a, b, relay) = relayed(config(Duration::from_secs(2)));
+        relay.inject(Dir::AToB, Trigger::AtByte(frame_len(10)), Fault::Fail);
+        a.handle.send(DIRECT, Bytes::from(vec![1; 10])).unwrap();
+        assert_eq!(recv(&b).data().len(), 10);
+        assert!(relay.wait_fired(Dir::AToB, WAIT));
+        let rb = finish(&b);
+        assert_eq!(rb.reason, DisconnectReason::ConnectionClosed);
+        let ra = finish(&a);
+        assert_eq!(ra.reason, DisconnectReason::ConnectionClosed);
+        assert_eq!((ra.messages_written, ra.messages_abandoned), (1, 0));
+    });
+}
+
+#[test]
+fn eof_inside_a_frame_is_an_io_error() {
+    isolated(|| {
+        let (a, b, relay) = relayed(config(Duration::from_secs(2)));
+        // Half of the frame reaches B, then both connections close.
+        relay.inject(Dir::AToB, Trigger::AtByte(frame_len(100) / 2), Fault::Fail);
+        a.handle.send(DIRECT, Bytes::from(vec![1; 100])).unwrap();
+        let rb = finish(&b);
+        assert_eq!(rb.reason, DisconnectReason::InputOutputError);
+        assert_eq!(b.handle.metrics().direct_sends_delivered, 0);
+        let ra = finish(&a);
+        // A wrote its frame whole; it then reads EOF, or an RST for the bytes the relay left
+        // unread.
+        assert!(
+            matches!(
+                ra.reason,
+                DisconnectReason::ConnectionClosed | DisconnectReason::InputOutputError
+            ),
+            "{ra:?}"
+        );
+        assert_eq!(ra.messages_written, 1);
+    });
+}
+
+#[test]
+fn reader_error_while_running_is_an_io_error() {
+    isolated(|| {
+        let (a, b, relay) = relayed(config(Duration::from_secs(2)));
+        a.handle
+            .send(DIRECT, Bytes::from_static(b"before"))
+            .unwrap();
+        assert_eq!(&recv(&b).data()[..], b"before");
+        // The relay stops reading A; A's next bytes stay unread there, and the relay closes
+        // with them unread: the kernel answers A with an RST. A's writer is idle by then, so
+        // the reader sees it.
+        relay.inject(Dir::AToB, Trigger::Now, Fault::Stall);
+        assert!(relay.wait_fired(Dir::AToB, WAIT));
+        let receipt = a
+            .handle
+            .send_with_receipt(DIRECT, Bytes::from_static(b"unread"))
+            .unwrap();
+        assert_eq!(receipt.wait_timeout(WAIT), Some(Delivery::Written));
+        relay.inject(Dir::AToB, Trigger::Now, Fault::Reset);
+        assert!(relay.wait_fired(Dir::AToB, WAIT));
+        assert!(
+            relay.reset_was_real(),
+            "the relay had unread bytes to reset with"
+        );
+        let ra = finish(&a);
+        assert_eq!(ra.reason, DisconnectReason::InputOutputError);
+        assert!(ra.drain_duration < Duration::from_secs(2), "{ra:?}");
+        assert!(ra.is_clean());
+        // B had nothing unread at the relay: a plain FIN at a frame boundary.
+        assert_eq!(finish(&b).reason, DisconnectReason::ConnectionClosed);
+    });
+}
+
+#[test]
+fn writer_error_while_running_is_an_io_error() {
+    isolated(|| {
+        common::init_logging();
+        let (sa, sb) = common::tcp_pair();
+        let own = match &sa {
+            syncpeer::Socket::Tcp(s) => s.try_clone().unwrap(),
+            syncpeer::Socket::Unix(_) => unreachable!(),
+        };
+        // The remote is a raw socket that never closes: only A's writer can end this.
+        let a = spawn_side(sa, 1, 2, config(Duration::from_millis(300)), 16);
+        own.shutdown(Shutdown::Write).unwrap();
+        let receipt = a
+            .handle
+            .send_with_receipt(DIRECT, Bytes::from_static(b"x"))
+            .unwrap();
+        assert_eq!(receipt.wait_timeout(WAIT), Some(Delivery::Abandoned));
+        let ra = finish(&a);
+        assert_eq!(ra.reason, DisconnectReason::InputOutputError);
+        assert_eq!((ra.messages_accepted, ra.messages_abandoned), (1, 1));
+        drop(sb);
+    });
+}
+
+/// Sends `n` messages of `len` bytes with receipts (bounded by the test's WAIT).
+fn flood(side: &Side, n: usize, len: usize) -> Bounded<Vec<Receipt>> {
+    let h = side.handle.clone();
+    let data = Bytes::from(vec![7u8; len]);
+    spawn_bounded("flood", move || {
+        let mut receipts = Vec::new();
+        for _ in 0..n {
+            match h.send_with_receipt(DIRECT, data.clone()) {
+                Ok(r) => receipts.push(r),
+                Err(SendError::Closed(_)) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        receipts
+    })
+}
+
+/// Waits until the side's writer has stopped making progress (its socket is full).
+fn wait_writer_stuck(side: &Side) {
+    let mut last = (u64::MAX, Instant::now());
+    wait_until("a stuck writer", WAIT, || {
+        let out = side.handle.metrics().wire_bytes_out;
+        if out != last.0 {
+            last = (out, Instant::now());
+        }
+        out > 0 && last.1.elapsed() > Duration::from_millis(300)
+    });
+}
+
+#[test]
+fn writer_error_during_the_drain_abandons_the_rest() {
+    isolated(|| {
+        let (a, b, relay) = relayed(config(Duration::from_secs(10)));
+        relay.inject(Dir::AToB, Trigger::Now, Fault::Stall);
+        assert!(relay.wait_fired(Dir::AToB, WAIT));
+        let receipts = flood(&a, 48, 1 << 20).join(WAIT);
+        wait_writer_stuck(&a);
+        let h = a.handle.clone();
+        let closing = spawn_bounded("shutdown", move || {
+            h.shutdown(DisconnectReason::StaleConnection)
+        });
+        wait_until("the close to start", WAIT, || a.handle.is_closed());
+        // The reset reaches A's writer while it drains into a full socket.
+        relay.inject(Dir::AToB, Trigger::Now, Fault::Reset);
+        let report = closing.join(WAIT);
+        assert!(relay.reset_was_real());
+        assert_eq!(
+            report.reason,
+            DisconnectReason::StaleConnection,
+            "first reason wins"
+        );
+        assert!(report.messages_abandoned > 0, "{report:?}");
+        assert!(
+            report.drain_duration < Duration::from_secs(8),
+            "the error ended the drain early: {report:?}"
+        );
+        assert_eq!(finish(&a), report);
+        let (written, abandoned) = outcomes(receipts);
+        assert_eq!(
+            (written, abandoned),
+            (report.messages_written, report.messages_abandoned)
+        );
+        assert!(matches!(
+            finish(&b).reason,
+            DisconnectReason::ConnectionClosed | DisconnectReason::InputOutputError
+        ));
+    });
+}
+
+#[test]
+fn reader_error_during_the_drain_ends_it_early() {
+    isolated(|| {
+        let (a, mut raw, relay) = relayed_raw(config(Duration::from_secs(10)));
+        relay.inject(Dir::AToB, Trigger::Now, Fault::Stall);
+        assert!(relay.wait_fired(Dir::AToB, WAIT));
+        a.handle
+            .send(DIRECT, Bytes::from_static(b"held at the relay"))
+            .unwrap();
+        let h = a.handle.clone();
+        let closing = spawn_bounded("shutdown", move || {
+            h.shutdown(DisconnectReason::StaleConnection)
+        });
+        // A has written everything and half-closed; its reader waits for the remote's EOF,
+        // which never comes. The reset ends that wait.
+        wait_until("the writer to finish", WAIT, || {
+            a.handle.metrics().messages_written == 1
+        });
+        relay.inject(Dir::AToB, Trigger::Now, Fault::Reset);
+        let report = closing.join(WAIT);
+        assert!(relay.reset_was_real());
+        assert_eq!(report.reason, DisconnectReason::StaleConnection);
+        assert!(report.is_clean(), "{report:?}");
+        assert!(report.drain_duration < Duration::from_secs(8), "{report:?}");
+        assert_eq!(finish(&a), report);
+        // The raw remote sees the relay close (EOF; it had nothing unread there).
+        let mut buf = [0u8; 64];
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match std::io::Read::read(&mut raw, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => panic!("{n} bytes reached the remote through a stalled relay"),
+                Err(e) if Instant::now() < deadline && is_timeout(&e) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn write_timeout_fires_against_a_stalled_relay() {
+    isolated(|| {
+        let cfg = PeerConfig {
+            write_timeout: Duration::from_millis(300),
+            linger: Duration::from_millis(500),
+            ..PeerConfig::default()
+        };
+        let (a, b, relay) = relayed(cfg);
+        relay.inject(Dir::AToB, Trigger::Now, Fault::Stall);
+        assert!(relay.wait_fired(Dir::AToB, WAIT));
+        let started = Instant::now();
+        // 256 MiB is far more than the socket buffers hold; sending stops at the close.
+        let receipts = flood(&a, 256, 1 << 20).join(WAIT);
+        let ra = finish(&a);
+        assert_eq!(ra.reason, DisconnectReason::InputOutputError);
+        assert!(ra.messages_abandoned > 0, "{ra:?}");
+        assert!(started.elapsed() < WAIT);
+        // Every message had a receipt, so the receipts are the report.
+        let (written, abandoned) = outcomes(receipts);
+        assert_eq!(
+            (written, abandoned),
+            (ra.messages_written, ra.messages_abandoned)
+        );
+        relay.fail();
+        assert!(matches!(
+            finish(&b).reason,
+            DisconnectReason::ConnectionClosed | DisconnectReason::InputOutputError
+        ));
+    });
+}
+
+#[test]
+fn short_writes_deliver_everything_intact() {
+    isolated(|| {
+        let cfg = PeerConfig {
+            max_frame_size: 4096,
+            max_message_size: 64 * 1024,
+            ..PeerConfig::default()
+        };
+        let (a, b, relay) = relayed(cfg);
+        relay.inject(Dir::AToB, Trigger::Now, Fault::ShortWrites(3));
+        relay.inject(Dir::BToA, Trigger::AtCall(1), Fault::ShortWrites(1));
+        let sizes = [1usize, 100, 4031, 4032, 4033, 10_000, 64 * 1024, 7];
+        for (i, len) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..*len).map(|j| (i + j) as u8).collect();
+            a.handle.send(DIRECT, data.clone().into()).unwrap();
+            b.handle.send(DIRECT, data.into()).unwrap();
+        }
+        // A small message may overtake a streamed one (fragments interleave with small
+        // frames), so check the set, by length (all different), not the order.
+        for side in [&b, &a] {
+            let mut got: Vec<Bytes> = (0..sizes.len())
+                .map(|_| recv(side).data().clone())
+                .collect();
+            got.sort_by_key(|d| d.len());
+            let mut expected: Vec<(usize, usize)> = sizes.iter().copied().enumerate().collect();
+            expected.sort_by_key(|(_, len)| *len);
+            for (data, (i, len)) in got.iter().zip(expected) {
+                assert_eq!(data.len(), len);
+                assert!(data.iter().enumerate().all(|(j, x)| *x == (i + j) as u8));
+            }
+        }
+        assert!(relay.forwarded(Dir::AToB) > 64 * 1024);
+        let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+        assert!(report.is_clean());
+        assert_eq!(report.messages_written, sizes.len() as u64);
+        assert_eq!(finish(&b).reason, DisconnectReason::ConnectionClosed);
+        assert_eq!(finish(&a), report);
+    });
+}
+
+#[test]
+fn the_relay_cuts_at_the_exact_byte() {
+    use std::io::{Read, Write};
+    isolated(|| {
+        let (mut a, mut b, relay) = relay_pair();
+        relay.inject(Dir::AToB, Trigger::AtByte(54), Fault::Fail);
+        a.write_all(&[7u8; 109]).unwrap();
+        b.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 54);
+        assert!(relay.fired(Dir::AToB));
+    });
+}
