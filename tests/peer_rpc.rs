@@ -81,6 +81,10 @@ fn concurrent_rpcs_both_ways_are_matched() {
             }
         });
         for side in [&a, &b] {
+            // Callers are answered by the reader; the mux counts each completion just after.
+            eventually("every rpc counted", || {
+                side.handle.metrics().rpcs_succeeded == N as u64
+            });
             let m = side.handle.metrics();
             assert_eq!(m.rpcs_succeeded, N as u64, "{t:?}");
             assert_eq!(m.rpc_requests_accepted, N as u64);
@@ -113,14 +117,18 @@ fn rpc_times_out_and_the_late_response_is_ignored() {
         let (data, late) = request(&b);
         assert_eq!(&data[..], b"slow");
         late.respond(Bytes::from_static(b"too late")).unwrap();
-        // Responses are handled in wire order: once the next RPC completes, the late one has
-        // been seen.
+        // The reader sees responses in wire order: once the next RPC completes, the late one
+        // has been handed to the mux, which counts it a moment later.
         let h = a.handle.clone();
         let next = std::thread::spawn(move || h.rpc(RPC, Bytes::from_static(b"next"), WAIT));
         let (_, responder) = request(&b);
         responder.respond(Bytes::from_static(b"on time")).unwrap();
         let result = within("rpc", WAIT, move || next.join().unwrap());
         assert_eq!(result.as_deref(), Ok(&b"on time"[..]));
+        eventually("the late response counted", || {
+            let m = a.handle.metrics();
+            m.unknown_responses == 1 && m.rpcs_succeeded == 1
+        });
         let m = a.handle.metrics();
         assert_eq!(m.unknown_responses, 1, "{t:?}");
         assert_eq!((m.rpcs_timed_out, m.rpcs_succeeded), (1, 1));
@@ -210,6 +218,11 @@ fn cancelled_rpc_frees_its_slot_and_its_late_response_is_ignored() {
             Ok(resp) => assert_eq!(&resp[..], b"answer 2", "{t:?}"),
             Err(e) => panic!("{t:?}: {e:?}"),
         }
+        // The reader answers the caller itself; the mux's counters trail it by a moment.
+        eventually("the late response is counted as unknown", || {
+            let m = a.handle.metrics();
+            m.unknown_responses == 1 && m.rpcs_succeeded == 1
+        });
         let m = a.handle.metrics();
         assert_eq!(m.rpcs_cancelled, 1, "{t:?}");
         assert_eq!(

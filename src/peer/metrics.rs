@@ -8,6 +8,11 @@ use std::time::Instant;
 macro_rules! metrics {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// A snapshot of one connection's counters.
+        ///
+        /// Each counter is read atomically, not all of them at once. While the connection is
+        /// open a counter may trail what the application has already seen (the reader answers
+        /// an RPC's caller before the mux counts it); once the close has ended they are final
+        /// and agree with the [`DrainReport`](crate::DrainReport).
         #[derive(Clone, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct PeerMetrics {

@@ -89,7 +89,9 @@ impl FromReader {
                 Counters::add(&counters.unknown_responses, 1);
             }
             FromReader::Message(_) => Counters::add(&counters.dropped_handler_full, 1),
-            FromReader::Malformed(_) => {}
+            // The caller was answered by the reader, and the close counted it as succeeded
+            // when it found the waiter gone.
+            FromReader::Malformed(_) | FromReader::Completed(_) => {}
         }
     }
 }
