@@ -620,3 +620,24 @@ fn rpc_traffic_after_the_close_is_counted_not_lost() {
         );
     });
 }
+
+#[test]
+fn a_stream_cut_by_eof_is_discarded_with_a_clean_close() {
+    isolated(|| {
+        let (side, mut raw) = hostile(64);
+        let input = [header(3, 2, direct(&[1; 10])), fragment(3, 1, &[2; 10])].concat();
+        raw.send(&input);
+        raw.sock.shutdown(Shutdown::Write).unwrap();
+        let notice = side.disconnected.recv_timeout(WAIT).unwrap();
+        // EOF at a frame boundary: a clean close. The unfinished stream is dropped; nothing
+        // counts it (the sender, not the receiver, knows it was never finished).
+        assert_eq!(notice.reason, DisconnectReason::ConnectionClosed);
+        let m = side.handle.metrics();
+        assert_eq!(
+            (m.frames_in, m.stream_errors, m.direct_sends_delivered),
+            (2, 0, 0)
+        );
+        assert!(side.inbound.is_empty());
+        raw.expect_closed();
+    });
+}
