@@ -209,8 +209,10 @@ mod tests {
     fn layout_byte_by_byte() {
         let bytes = hello(0x0102, &[0, 5, 9, 255]).encode();
         assert_eq!(&bytes[..5], b"SYNP\x00");
+        // The peer id, as `from_u64` lays it out: low 32 bits first, the u64 last.
+        assert_eq!(&bytes[5..9], [0, 0, 0x01, 0x02]);
+        assert!(bytes[9..35].iter().all(|b| *b == 0));
         assert_eq!(&bytes[5 + 30..37], [0x01, 0x02]);
-        assert!(bytes[5..35].iter().all(|b| *b == 0));
         let mut bitmap = [0u8; 32];
         bitmap[0] = 0b0010_0001; // protocols 0 and 5
         bitmap[1] = 0b0000_0010; // protocol 9

@@ -66,9 +66,12 @@ pub use socket::Socket;
 pub struct PeerId(pub [u8; 32]);
 
 impl PeerId {
-    /// A peer id whose last 8 bytes are `n` (big-endian): handy in tests and examples.
+    /// A peer id for tests and examples: `n` big-endian in the last 8 bytes, and its low 32
+    /// bits also in the first 4, so that the short `Display` shows it (`from_u64(7)` displays
+    /// as `00000007`). Below 2^32, ids order as their `n` do.
     pub fn from_u64(n: u64) -> PeerId {
         let mut id = [0; 32];
+        id[..4].copy_from_slice(&(n as u32).to_be_bytes());
         id[24..].copy_from_slice(&n.to_be_bytes());
         PeerId(id)
     }
