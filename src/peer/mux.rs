@@ -31,8 +31,10 @@ use crate::proto::{Event, RpcFailure, RpcRefused, Session};
 
 /// Encoded bytes kept waiting for the writer before the outbox stops being read.
 const HIGH_WATER: usize = 256 * 1024;
-/// Inputs handled per wake-up before the batch is handed over.
+/// Rounds of inputs handled per wake-up before the batch is handed over.
 const BURST: usize = 1024;
+/// Commands taken from the outbox in a row within one round.
+const OUTBOX_RUN: usize = 64;
 /// Largest batch the mux writes itself when the writer is idle; larger ones go to the writer so
 /// that encoding the next batch overlaps with writing this one.
 const DIRECT_WRITE_MAX: usize = 64 * 1024;
@@ -183,14 +185,19 @@ impl Mux {
     fn burst(&mut self, now: Instant) {
         for _ in 0..BURST {
             let mut progressed = false;
-            if self.outbox_open && self.out.len < HIGH_WATER {
+            // Commands in runs: under load the outbox is where the messages are, and the
+            // other channels are mostly empty, so they are looked at once per run.
+            for _ in 0..OUTBOX_RUN {
+                if !self.outbox_open || self.out.len >= HIGH_WATER {
+                    break;
+                }
                 match self.outbox.try_recv() {
                     Ok(c) => {
                         self.command(c, now);
                         progressed = true;
                     }
                     Err(TryRecvError::Disconnected) => self.outbox_open = false,
-                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Empty) => break,
                 }
             }
             if self.inbound_open {
