@@ -35,17 +35,21 @@
 //! # Threads and channels (per connection)
 //!
 //! ```text
-//!  app threads ──send/rpc──▶ [outbox: bounded, gated] ──▶ ┌──────────┐ ──▶ [frames: bounded FIFO] ──▶ writer ──▶ socket
-//!                                                        │   mux    │        Batch | DrainAndClose
-//!  socket ──▶ reader ──▶ [inbound: bounded] ───────────▶ │ (owns    │
-//!             (mio Poll: READABLE + stop Waker)          │ Session) │ ──▶ handler channels (RPC requests)
-//!             └──▶ handler channels (direct sends)       │          │ ──▶ RPC callers' reply channels
-//!  Responder::respond ──▶ [replies] ───────────────────▶ └──────────┘
+//!  app threads ──send (one frame, nothing queued ahead)──────────────────────────────┐
+//!       │                                                                            ▼
+//!       └─send/rpc──▶ [outbox: bounded, gated] ──▶ ┌──────────┐ ──append──▶ [lane: ordered frames] ──▶ writer ──▶ socket
+//!                                                 │   mux    │             (or a direct write
+//!  socket ──▶ reader ──▶ [inbound: bounded] ────▶ │ (owns    │              when idle)
+//!             │ (mio Poll: READABLE + stop Waker) │ Session) │ ──▶ handler channels (RPC requests)
+//!             └──▶ handler channels (direct)      │          │ ──▶ RPC callers' reply channels
+//!  Responder::respond ──▶ [replies] ────────────▶ └──────────┘
 //! ```
 //!
 //! The reader waits only in `mio::Poll`, the mux only in a crossbeam `Select`, the writer only
-//! on its channel (and its own `Poll` when the socket is full). The close sequence, and why it
-//! cannot lose an accepted message, is described in [`peer`].
+//! on the lane's doorbell (and its own `Poll` when the socket is full). A direct send that
+//! fits one frame skips the mux: the sending thread encodes it into the lane, and on an idle
+//! connection writes it too. The close sequence, and why it cannot lose an accepted message,
+//! is described in [`peer`].
 //!
 //! # Non-goals
 //!

@@ -4,13 +4,14 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
 use super::gate::Gate;
 use super::handle::{HandleInner, PeerHandle};
+use super::lane::Lane;
 use super::metrics::{Counters, RateLimited};
 use super::mux::Mux;
 use super::reader::Reader;
@@ -30,13 +31,6 @@ const THREAD_STACK: usize = 256 * 1024;
 /// and crossbeam preallocates every slot, so it is kept small: a thousand peers would
 /// otherwise hold 70 MiB of empty slots here.
 const INBOUND_CAPACITY: usize = 128;
-
-/// Capacity, in batches, of the mux → writer channel. Small on purpose: a stream fragment is a
-/// batch of its own (up to 4 MiB), and everything in this channel is ahead of a small message
-/// sent now. With 2, a vote sent during a 64 MiB transfer waits for at most three fragments
-/// (the one being written and two queued), not the whole message. Small messages lose
-/// nothing by it: each batch carries up to 256 KiB of them.
-const FRAMES_CAPACITY: usize = 2;
 
 /// The key of a [`keyed`](crate::keyed) handler queue: one sub-queue per remote and protocol,
 /// served round-robin, as the original's upstream handlers are.
@@ -178,6 +172,8 @@ impl PeerBuilder {
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (read_half, write_half) = self.socket.split()?;
+        let write_half = Arc::new(write_half);
+        let lane = Lane::new(write_half.clone(), self.config.max_frame_size);
         let reader_poll = mio::Poll::new()?;
         let writer_poll = mio::Poll::new()?;
         let reader_waker = mio::Waker::new(reader_poll.registry(), super::reader::WAKER)?;
@@ -186,7 +182,6 @@ impl PeerBuilder {
         let (outbox_tx, outbox_rx) = crossbeam_channel::bounded(self.config.outbox_capacity);
         let (replies_tx, replies_rx) = crossbeam_channel::unbounded();
         let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
-        let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAMES_CAPACITY);
         let (reader_done_tx, reader_done_rx) = crossbeam_channel::bounded::<()>(0);
 
         let shared = Arc::new(Shared {
@@ -209,15 +204,14 @@ impl PeerBuilder {
             closing: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             waiters: Mutex::new(Default::default()),
-            writer_busy: AtomicUsize::new(0),
+            lane,
             reader_stop: AtomicBool::new(false),
             reader_waker,
             writer_waker,
         });
         let handlers = Handlers(self.handlers.into());
 
-        let write_half = Arc::new(write_half);
-        let writer = Writer::new(shared.clone(), write_half.clone(), writer_poll, frames_rx);
+        let writer = Writer::new(shared.clone(), write_half, writer_poll);
         let writer = spawn_named("syncpeer-writer", move || writer.run())?;
         let reader = Reader::new(
             shared.clone(),
@@ -230,20 +224,12 @@ impl PeerBuilder {
         let reader = match spawn_named("syncpeer-reader", move || reader.run()) {
             Ok(r) => r,
             Err(e) => {
-                // The writer exits when its channel disconnects (frames_tx dropped below).
                 shared.begin_close(super::DisconnectReason::InputOutputError, true);
+                shared.lane.close_writer();
                 return Err(e);
             }
         };
-        let mux = Mux::new(
-            shared.clone(),
-            handlers,
-            outbox_rx,
-            inbound_rx,
-            replies_rx,
-            frames_tx,
-            write_half,
-        );
+        let mux = Mux::new(shared.clone(), handlers, outbox_rx, inbound_rx, replies_rx);
         let on_disconnect = self.on_disconnect;
         let mux_shared = shared.clone();
         let mux_thread = spawn_named("syncpeer-mux", move || {
@@ -253,6 +239,7 @@ impl PeerBuilder {
             Ok(t) => t,
             Err(e) => {
                 mux_shared.begin_close(super::DisconnectReason::InputOutputError, true);
+                mux_shared.lane.close_writer();
                 return Err(e);
             }
         };

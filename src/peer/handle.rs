@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use super::gate::{Gate, GateError};
+use super::gate::GateError;
+use super::lane::NotTaken;
 use super::shared::{Command, Reply, RpcCommand, RpcTx, Shared};
 use super::{DisconnectReason, DrainReport, PeerId, PeerMetrics};
 use crate::error::{RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
@@ -126,24 +127,33 @@ impl Drop for PendingRpc {
 
 /// Answers one inbound RPC request. Dropping it unanswered sends nothing: the remote times out,
 /// as with the original.
-#[derive(Debug)]
 pub struct Responder {
-    replies: Arc<Gate<Reply>>,
+    shared: Arc<Shared>,
     slot: u64,
     deadline: Instant,
     max_payload: usize,
     done: bool,
 }
 
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("peer", &self.shared.remote)
+            .field("slot", &self.slot)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Responder {
     pub(crate) fn new(
-        replies: Arc<Gate<Reply>>,
+        shared: Arc<Shared>,
         slot: u64,
         deadline: Instant,
         max_payload: usize,
     ) -> Responder {
         Responder {
-            replies,
+            shared,
             slot,
             deadline,
             max_payload,
@@ -176,14 +186,19 @@ impl Responder {
             at,
             data,
         };
+        // Held in order with this thread's later direct sends (see the lane).
+        self.shared.lane.hold();
         // The replies channel is unbounded (at most `max_concurrent_inbound_rpcs` replies can
         // be outstanding), so this never waits.
-        match self.replies.try_send(reply) {
+        match self.shared.replies.try_send(reply) {
             Ok(()) => {
                 self.done = true;
                 Ok(())
             }
-            Err(_) => Err(RespondError::Disconnected),
+            Err(_) => {
+                self.shared.lane.cancel_slow();
+                Err(RespondError::Disconnected)
+            }
         }
     }
 }
@@ -191,7 +206,10 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.replies.try_send(Reply::Dropped { slot: self.slot });
+            let _ = self
+                .shared
+                .replies
+                .try_send(Reply::Dropped { slot: self.slot });
         }
     }
 }
@@ -228,6 +246,12 @@ impl PeerHandle {
 
     /// Queues a direct send, waiting while the outbox is full (until the peer closes).
     ///
+    /// A payload that fits one frame (`max_frame_size` less 64 bytes), sent while nothing
+    /// accepted earlier waits in the outbox, is encoded on the calling thread straight into the
+    /// writer's queue; on an idle connection the calling thread also writes it (one
+    /// non-blocking system call), so no thread is woken. Larger payloads are streamed by the
+    /// mux. Either way the message keeps its place behind everything accepted before it.
+    ///
     /// # Errors
     ///
     /// [`SendError`] with the payload: the peer is closed, or the payload is over
@@ -249,15 +273,56 @@ impl PeerHandle {
         if !self.check_size(&data) {
             return Err(TrySendError::TooLarge(data));
         }
-        let cmd = Command::Send {
+        self.try_send_inner(protocol, data, None)
+    }
+
+    /// The fast path if it takes the message, else the outbox without waiting.
+    fn try_send_inner(
+        &self,
+        protocol: ProtocolId,
+        data: Bytes,
+        receipt: Option<ReceiptTx>,
+    ) -> Result<(), TrySendError> {
+        let cmd = match self.fast_or_command(protocol, data, receipt) {
+            Ok(None) => return Ok(()),
+            Ok(Some(cmd)) => cmd,
+            Err(data) => return Err(TrySendError::Closed(data)),
+        };
+        let shared = self.shared();
+        shared.outbox.try_send(cmd).map_err(|e| {
+            shared.lane.cancel_slow();
+            match e {
+                GateError::Full(c) => TrySendError::Full(refused(c)),
+                GateError::Closed(c) | GateError::Timeout(c) => TrySendError::Closed(refused(c)),
+            }
+        })
+    }
+
+    /// Takes the lane's fast path if it can (`Ok(None)`); otherwise announces a command for
+    /// the outbox (`Ok(Some)`), which the caller must send or cancel. `Err` once closed.
+    fn fast_or_command(
+        &self,
+        protocol: ProtocolId,
+        data: Bytes,
+        receipt: Option<ReceiptTx>,
+    ) -> Result<Option<Command>, Bytes> {
+        let shared = self.shared();
+        let (data, receipt) = match shared.fast_send(protocol, data, receipt) {
+            Ok(()) => return Ok(None),
+            Err(NotTaken { data, receipt, .. }) if shared.lane.begin_slow() => (data, receipt),
+            Err(NotTaken { data, receipt, .. }) => {
+                // Refused: the receipt must not resolve, the message was never accepted.
+                if let Some(mut r) = receipt {
+                    r.0.take();
+                }
+                return Err(data);
+            }
+        };
+        Ok(Some(Command::Send {
             protocol,
             data,
-            receipt: None,
-        };
-        self.shared().outbox.try_send(cmd).map_err(|e| match e {
-            GateError::Full(c) => TrySendError::Full(refused(c)),
-            GateError::Closed(c) | GateError::Timeout(c) => TrySendError::Closed(refused(c)),
-        })
+            receipt,
+        }))
     }
 
     /// Queues a direct send, waiting at most `timeout` for room in the outbox.
@@ -312,18 +377,8 @@ impl PeerHandle {
             return Err(TrySendError::TooLarge(data));
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let cmd = Command::Send {
-            protocol,
-            data,
-            receipt: Some(ReceiptTx(Some(tx))),
-        };
-        match self.shared().outbox.try_send(cmd) {
-            Ok(()) => Ok(Receipt { rx }),
-            Err(GateError::Full(c)) => Err(TrySendError::Full(refused(c))),
-            Err(GateError::Closed(c) | GateError::Timeout(c)) => {
-                Err(TrySendError::Closed(refused(c)))
-            }
-        }
+        self.try_send_inner(protocol, data, Some(ReceiptTx(Some(tx))))
+            .map(|()| Receipt { rx })
     }
 
     fn send_inner(
@@ -336,18 +391,19 @@ impl PeerHandle {
         if !self.check_size(&data) {
             return Err(SendTimeoutError::TooLarge(data));
         }
-        let cmd = Command::Send {
-            protocol,
-            data,
-            receipt,
+        let cmd = match self.fast_or_command(protocol, data, receipt) {
+            Ok(None) => return Ok(()),
+            Ok(Some(cmd)) => cmd,
+            Err(data) => return Err(SendTimeoutError::Closed(data)),
         };
-        self.shared()
-            .outbox
-            .send(cmd, deadline)
-            .map_err(|e| match e {
+        let shared = self.shared();
+        shared.outbox.send(cmd, deadline).map_err(|e| {
+            shared.lane.cancel_slow();
+            match e {
                 GateError::Timeout(c) => SendTimeoutError::Timeout(refused(c)),
                 GateError::Closed(c) | GateError::Full(c) => SendTimeoutError::Closed(refused(c)),
-            })
+            }
+        })
     }
 
     /// Sends a request and blocks until its response, `timeout`, or the close.
@@ -392,9 +448,16 @@ impl PeerHandle {
                 cancelled: cancelled.clone(),
             },
         }));
-        match self.shared().outbox.send(cmd, None) {
+        let shared = self.shared();
+        if !shared.lane.begin_slow() {
+            return Err(RpcError::Disconnected);
+        }
+        match shared.outbox.send(cmd, None) {
             Ok(()) => Ok(PendingRpc { rx, cancelled }),
-            Err(_) => Err(RpcError::Disconnected),
+            Err(_) => {
+                shared.lane.cancel_slow();
+                Err(RpcError::Disconnected)
+            }
         }
     }
 
@@ -445,8 +508,9 @@ impl PeerHandle {
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> PeerMetrics {
-        let mut m = self.shared().counters.snapshot();
-        m.outbox_depth = self.shared().outbox_rx.len() as u64;
+        let shared = self.shared();
+        let mut m = shared.lane.snapshot(&shared.counters);
+        m.outbox_depth = shared.outbox_rx.len() as u64;
         m
     }
 }

@@ -93,13 +93,14 @@ metrics! {
     write_calls,
     /// Bytes written to the socket (frames, including prefixes).
     wire_bytes_out,
-    /// Batches handed from the mux to the writer.
+    /// Batches the writer took from the lane.
     write_batches,
-    /// Batches the mux wrote whole itself, the writer being idle (the low-latency path).
+    /// Batches written whole by the thread that queued them, the connection being idle (the
+    /// low-latency path: no thread woken).
     direct_batches,
     /// Commands waiting in the outbox (a gauge, sampled at snapshot time).
     outbox_depth,
-    /// Batches waiting for the writer (a gauge).
+    /// Batches the writer holds (a gauge: 0 or 1).
     writer_queue_depth,
     /// Messages delivered to handlers after the close started.
     delivered_during_drain,

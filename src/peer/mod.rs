@@ -1,21 +1,30 @@
 //! The threads that run one connection, and the public types around them.
 //!
 //! ```text
-//!  app threads ──send/rpc──▶ [outbox: bounded, gated] ──▶ ┌──────────┐ ──▶ [frames: bounded FIFO] ──▶ writer ──▶ socket
-//!                                                        │   mux    │        Batch | DrainAndClose
-//!  socket ──▶ reader ──▶ [inbound: bounded] ───────────▶ │ (owns    │
-//!             │ (mio Poll: READABLE + stop Waker)        │ Session) │ ──▶ upstream handler channels (requests)
-//!             └──▶ upstream handler channels (direct)    │          │ ──▶ RPC callers' reply channels
-//!  Responder::respond ──▶ [replies: gated] ────────────▶ └──────────┘
+//!  app threads ──send (one frame, nothing queued ahead)──────────────────────────────┐
+//!       │                                                                            ▼
+//!       └─send/rpc──▶ [outbox: bounded, gated] ──▶ ┌──────────┐ ──append──▶ [lane: ordered frames] ──▶ writer ──▶ socket
+//!                                                 │   mux    │             (or a direct write
+//!  socket ──▶ reader ──▶ [inbound: bounded] ────▶ │ (owns    │              when idle)
+//!             │ (mio Poll: READABLE + stop Waker) │ Session) │ ──▶ upstream handlers (requests)
+//!             └──▶ upstream handlers (direct)     │          │ ──▶ RPC callers' reply channels
+//!  Responder::respond ──▶ [replies: gated] ─────▶ └──────────┘
 //! ```
 //!
+//! The lane (see `lane.rs`) stands where DESIGN.md draws the frames channel: one FIFO of
+//! encoded frames, with the close marker last. What it adds is a fast path for direct sends
+//! that fit one frame: the sending thread encodes the frame into the lane itself, as long as
+//! nothing it sent earlier is still waiting in the outbox (so acceptance order stays wire
+//! order), and on an idle connection writes it itself. Everything else goes through the mux.
+
 //! # How a connection closes
 //!
 //! Whoever starts the close (the application through `shutdown` or by dropping the last
 //! handle, the reader on EOF or a read error, the writer on a write error or timeout) does the
 //! same two things: it records its reason (the first one wins) together with the drain
-//! deadline, `linger` from now, and it closes the outbox gate. From then on `send` refuses
-//! with the payload handed back; everything accepted before is already in the outbox.
+//! deadline, `linger` from now, and it closes the outbox gate and the lane's fast path. From
+//! then on `send` refuses with the payload handed back; everything accepted before is already
+//! in the outbox or in the lane.
 //!
 //! The mux notices the close when the outbox reports `Disconnected`, which crossbeam does only
 //! after every queued command was received: nothing accepted is skipped. It keeps running its
@@ -25,9 +34,9 @@
 //! mux loop ends and the same thread becomes the supervisor: program order stands in for "join
 //! the mux thread". It closes the replies gate and handles the replies accepted before that,
 //! fails the RPCs still waiting (`RpcError::Disconnected`), reports every message not handed to
-//! the writer as abandoned, and sends `DrainAndClose` into the frames channel. That channel is
-//! a FIFO with a single producer, the mux, so every frame is ahead of the marker: no `select!`
-//! can pick the marker first, which is the original's bug.
+//! the lane as abandoned, appends its last frames and closes the lane (`DrainAndClose`). The
+//! fast path closed with the gate, so every frame is ahead of the marker: no `select!` can pick
+//! the marker first, which is the original's bug.
 //!
 //! The writer writes every frame ahead of the marker (or, past the deadline, abandons them and
 //! counts each message), then half-closes the socket so the remote reads EOF after the last
@@ -48,6 +57,7 @@ use crate::proto::ProtocolId;
 mod builder;
 mod gate;
 mod handle;
+mod lane;
 mod metrics;
 mod mux;
 mod reader;

@@ -3,41 +3,34 @@
 //! the replies channel, room in the writer's channel, and the next deadline.
 //!
 //! On each wake-up it handles one input, then every input already waiting (up to a burst), then
-//! moves the session's frames into a [`Batch`] and hands it to the writer. It never blocks on an
-//! application: handler channels and RPC reply channels are written with `try_send`. When the
-//! batch waiting for the writer is full it stops taking commands from the outbox, which is how
-//! backpressure reaches `send`, while inbound traffic and timers keep being served.
+//! moves the session's frames into a [`Batch`] and appends it to the [lane](super::lane). It
+//! never blocks on an application: handler channels and RPC reply channels are written with
+//! `try_send`. When the lane is full it keeps its batch and stops taking commands from the
+//! outbox, which is how backpressure reaches `send`, while inbound traffic and timers keep
+//! being served; the writer rings `room_rx` when it takes the lane's content.
 //!
 //! When the loop ends (drained, drain deadline, or abort) the same thread runs the close
 //! sequence described in the `peer` module docs: see `supervisor.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Select, TryRecvError};
 
 use super::Inbound;
 use super::builder::Handlers;
 use super::handle::{ReceiptTx, Responder};
+use super::lane::HIGH_WATER;
 use super::metrics::Counters;
-use super::shared::{
-    Batch, Command, FromReader, Reply, RpcCommand, RpcTx, Shared, WriterCmd, write_batches,
-};
-use super::socket::Half;
+use super::shared::{Batch, Command, FromReader, Reply, RpcCommand, RpcTx, Shared};
 use crate::error::RpcError;
 use crate::proto::{Event, RpcFailure, RpcRefused, Session};
 
-/// Encoded bytes kept waiting for the writer before the outbox stops being read.
-const HIGH_WATER: usize = 256 * 1024;
 /// Rounds of inputs handled per wake-up before the batch is handed over.
 const BURST: usize = 1024;
 /// Commands taken from the outbox in a row within one round.
 const OUTBOX_RUN: usize = 64;
-/// Largest batch the mux writes itself when the writer is idle; larger ones go to the writer so
-/// that encoding the next batch overlaps with writing this one.
-const DIRECT_WRITE_MAX: usize = 64 * 1024;
 
 /// What one wait produced.
 enum Input {
@@ -56,11 +49,11 @@ pub(crate) struct Mux {
     outbox: Receiver<Command>,
     pub(super) inbound: Receiver<FromReader>,
     replies: Receiver<Reply>,
-    pub(super) frames: Sender<WriterCmd>,
-    /// Shared with the writer; see [`Mux::write_direct`] for who writes when.
-    half: Arc<Half>,
     head: BytesMut,
     out: Batch,
+    /// Commands and replies taken (each held the lane's fast path back) whose frames are not
+    /// all in the lane yet.
+    taken: u64,
     outbox_open: bool,
     inbound_open: bool,
 }
@@ -72,8 +65,6 @@ impl Mux {
         outbox: Receiver<Command>,
         inbound: Receiver<FromReader>,
         replies: Receiver<Reply>,
-        frames: Sender<WriterCmd>,
-        half: Arc<Half>,
     ) -> Mux {
         Mux {
             session: Session::new(shared.config.session()),
@@ -82,10 +73,9 @@ impl Mux {
             outbox,
             inbound,
             replies,
-            frames,
-            half,
             head: BytesMut::new(),
             out: Batch::default(),
+            taken: 0,
             outbox_open: true,
             inbound_open: true,
         }
@@ -138,7 +128,7 @@ impl Mux {
             && self.session.inbound_rpcs() == 0
     }
 
-    /// Blocks until one input, room for the batch in the writer's channel, or `deadline`.
+    /// Blocks until one input, room in the lane for the batch held back, or `deadline`.
     fn wait(&mut self, deadline: Option<Instant>) -> Input {
         // `pump` has sealed the batch already; sealing again is free and keeps the invariant
         // local: the batch offered below carries every byte its marks count.
@@ -148,7 +138,7 @@ impl Mux {
         let i_out = take_commands.then(|| sel.recv(&self.outbox));
         let i_in = self.inbound_open.then(|| sel.recv(&self.inbound));
         let i_rep = sel.recv(&self.replies);
-        let i_frames = (!self.out.is_empty()).then(|| sel.send(&self.frames));
+        let i_room = (!self.out.is_empty()).then(|| sel.recv(&self.shared.lane.room_rx));
         let oper = match deadline {
             None => sel.select(),
             Some(d) => match sel.select_deadline(d) {
@@ -172,11 +162,12 @@ impl Mux {
             oper.recv(&self.replies)
                 .map_or(Input::Nothing, Input::Reply)
         } else {
-            debug_assert_eq!(i, i_frames);
-            let batch = std::mem::take(&mut self.out);
-            self.shared.writer_busy.fetch_add(1, Ordering::Relaxed);
-            let sent = oper.send(&self.frames, WriterCmd::Batch(batch));
-            self.handed(sent.map_err(|e| e.0));
+            debug_assert_eq!(i, i_room);
+            // The lane holds the sender: never disconnected. Only the batch moves now; the
+            // session is drained into a new one after the inputs waiting (a small message
+            // queued behind a stream goes out before its next fragment).
+            let _ = oper.recv(&self.shared.lane.room_rx);
+            self.offer();
             Input::Nothing
         }
     }
@@ -233,6 +224,7 @@ impl Mux {
     }
 
     pub(super) fn command(&mut self, c: Command, now: Instant) {
+        self.taken += 1;
         let counters = &self.shared.counters;
         let aborted = self.shared.is_aborted();
         match c {
@@ -303,6 +295,7 @@ impl Mux {
         let counters = &self.shared.counters;
         match r {
             Reply::Respond { slot, at, data } if !self.shared.is_aborted() => {
+                self.taken += 1;
                 let len = data.len();
                 match self.session.respond(slot, at, data, None) {
                     Ok(()) => {
@@ -313,7 +306,12 @@ impl Mux {
                     Err(_) => Counters::add(&counters.inbound_rpcs_unanswered, 1),
                 }
             }
-            Reply::Respond { slot, .. } | Reply::Dropped { slot } => {
+            Reply::Respond { slot, .. } => {
+                self.taken += 1;
+                self.session.abandon_request(slot);
+                Counters::add(&counters.inbound_rpcs_unanswered, 1);
+            }
+            Reply::Dropped { slot } => {
                 self.session.abandon_request(slot);
                 Counters::add(&counters.inbound_rpcs_unanswered, 1);
             }
@@ -336,84 +334,35 @@ impl Mux {
         }
     }
 
-    /// Delivers the session's events, fills the batch and offers it to the writer.
+    /// Delivers the session's events, fills the batch and appends it to the lane, until the
+    /// session is empty or the lane is full.
     fn pump(&mut self) {
-        self.fill_batch();
-        if self.out.is_empty() {
-            return;
-        }
-        self.out.seal(&mut self.head);
-        if self.out.len <= DIRECT_WRITE_MAX && self.write_direct() {
-            if self.session.has_transmit() {
-                self.pump();
+        loop {
+            self.fill_batch();
+            if !self.offer() || !self.session.has_transmit() {
+                return;
             }
-            return;
-        }
-        let batch = std::mem::take(&mut self.out);
-        self.shared.writer_busy.fetch_add(1, Ordering::Relaxed);
-        match self.frames.try_send(WriterCmd::Batch(batch)) {
-            Ok(()) => {
-                self.batch_sent();
-                // Room again: move on what the high-water mark held back.
-                if self.session.has_transmit() {
-                    self.pump();
-                }
-            }
-            Err(TrySendError::Full(WriterCmd::Batch(b))) => {
-                self.shared.writer_busy.fetch_sub(1, Ordering::Relaxed);
-                self.out = b;
-            }
-            Err(e) => self.handed(Err(e.into_inner())),
         }
     }
 
-    /// Writes the batch on this thread when the writer holds nothing: one thread hop less on
-    /// the latency path. True if the whole batch was written; otherwise what is left goes to the
-    /// writer, which waits out `WouldBlock` and reports errors.
-    ///
-    /// The mux and the writer share the write half but never write at the same time: the
-    /// writer touches the socket only while it holds a batch, and `writer_busy` counts the
-    /// batches handed to it and not yet finished. Only the mux hands batches over, so when it
-    /// reads zero (acquire, pairing with the writer's release) the socket is its own until it
-    /// hands over the next one.
-    fn write_direct(&mut self) -> bool {
-        if self.shared.writer_busy.load(Ordering::Acquire) != 0 || self.shared.is_aborted() {
+    /// Appends the batch to the lane; false if the lane is full (the batch stays).
+    fn offer(&mut self) -> bool {
+        self.out.seal(&mut self.head);
+        // Everything taken is in the lane once this batch is, if the session holds nothing
+        // more (a stream still sending keeps the fast path back until its last fragment).
+        let released = if self.session.has_transmit() {
+            0
+        } else {
+            self.taken
+        };
+        if self.out.is_empty() && released == 0 {
+            return true;
+        }
+        if !self.shared.append_from_mux(&mut self.out, released, false) {
             return false;
         }
-        loop {
-            let counters = &self.shared.counters;
-            match write_batches(&self.half, std::slice::from_mut(&mut self.out), counters) {
-                Ok(_) if self.out.is_written() => {
-                    // Every mark was resolved as written.
-                    Counters::add(&counters.direct_batches, 1);
-                    self.out = Batch::default();
-                    return true;
-                }
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-    }
-
-    fn batch_sent(&self) {
-        let c = &self.shared.counters;
-        Counters::add(&c.write_batches, 1);
-        Counters::add(&c.writer_queue_depth, 1);
-    }
-
-    /// Settles a hand-over: counted if the writer took the batch, abandoned if it is gone.
-    fn handed(&self, sent: Result<(), WriterCmd>) {
-        match sent {
-            Ok(()) => self.batch_sent(),
-            Err(cmd) => {
-                self.shared.writer_busy.fetch_sub(1, Ordering::Relaxed);
-                if let WriterCmd::Batch(b) = cmd {
-                    b.abandon(&self.shared.counters);
-                }
-            }
-        }
+        self.taken -= released;
+        true
     }
 
     /// Delivers events and moves frames from the session into the batch, up to the mark.
@@ -454,12 +403,8 @@ impl Mux {
                         .unknown_protocol
                         .warn(&shared.remote, &protocol);
                 };
-                let responder = Responder::new(
-                    shared.replies.clone(),
-                    slot,
-                    deadline,
-                    shared.config.max_payload(),
-                );
+                let responder =
+                    Responder::new(shared.clone(), slot, deadline, shared.config.max_payload());
                 let msg = Inbound::Request {
                     from: shared.remote,
                     protocol,
@@ -616,15 +561,10 @@ impl Mux {
             counters.abandon(c.len, c.tag);
         }
         self.fill_batch();
-        if !self.out.is_empty() {
-            self.out.seal(&mut self.head);
-            let batch = std::mem::take(&mut self.out);
-            // The writer abandons it if the deadline has passed; it never stops receiving
-            // before the marker, so this send ends.
-            shared.writer_busy.fetch_add(1, Ordering::Relaxed);
-            let sent = self.frames.send(WriterCmd::Batch(batch));
-            self.handed(sent.map_err(|e| e.0));
-        }
-        let _ = self.frames.send(WriterCmd::DrainAndClose);
+        self.out.seal(&mut self.head);
+        // Past the lane's mark if need be: this is the last batch, and the writer abandons it
+        // if the deadline has passed.
+        shared.append_from_mux(&mut self.out, 0, true);
+        shared.lane.close_writer();
     }
 }

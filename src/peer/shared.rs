@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::gate::Gate;
 use super::handle::{Delivery, ReceiptTx};
+use super::lane::Lane;
 use super::metrics::{Counters, RateLimited};
 use super::socket::Half;
 use super::{DisconnectReason, DrainReport, PeerId};
@@ -96,14 +97,6 @@ impl FromReader {
     }
 }
 
-/// What the writer receives, in order, through one channel.
-#[derive(Debug)]
-pub(crate) enum WriterCmd {
-    Batch(Batch),
-    /// Everything sent before this has been sent; write it, then half-close.
-    DrainAndClose,
-}
-
 /// The message whose last byte ends at `end` within its batch.
 #[derive(Debug)]
 pub(crate) struct Mark {
@@ -149,6 +142,18 @@ impl Batch {
             });
         }
         Ok(())
+    }
+
+    /// Appends a sealed batch that nothing has been written from.
+    pub(crate) fn append(&mut self, mut other: Batch) {
+        debug_assert_eq!(other.written, 0);
+        let base = self.len;
+        self.marks.extend(other.marks.drain(..).map(|m| Mark {
+            end: m.end + base,
+            ..m
+        }));
+        self.chunks.append(&mut other.chunks);
+        self.len += other.len;
     }
 
     /// Moves the bytes still in `head` into the batch; call before handing it over.
@@ -299,9 +304,8 @@ pub(crate) struct Shared {
     /// entry at the RPC's deadline or at the close. Whoever removes the entry delivers the one
     /// outcome.
     pub(crate) waiters: Mutex<HashMap<RequestId, Sender<Result<Bytes, RpcError>>>>,
-    /// Batches handed to the writer and not yet finished: while it is zero the mux may write
-    /// to the socket itself (see `Mux::write_direct`).
-    pub(crate) writer_busy: AtomicUsize,
+    /// The ordered queue of encoded frames in front of the socket (see `lane.rs`).
+    pub(crate) lane: Lane,
     /// Set by the supervisor (or an abort) to make the reader stop reading.
     pub(crate) reader_stop: AtomicBool,
     pub(crate) reader_waker: mio::Waker,
@@ -329,6 +333,7 @@ impl Shared {
             }
             self.closing.store(true, Ordering::SeqCst);
         }
+        self.lane.close_input();
         self.outbox.close();
         // The writer may be waiting on a full socket with an older deadline; the reader must
         // notice an abort. A waker error means the poll is gone, i.e. the thread has ended.

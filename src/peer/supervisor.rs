@@ -125,6 +125,8 @@ impl Drop for Publish {
             log::error!("peer {}: mux thread panicked", self.shared.remote);
             self.shared
                 .begin_close(DisconnectReason::InputOutputError, true);
+            // The writer may be parked on the lane: let it abandon what is there and exit.
+            self.shared.lane.close_writer();
             self.publish();
         }
     }
