@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
@@ -50,6 +51,7 @@ pub struct Handler(HandlerKind);
 enum HandlerKind {
     Channel(Sender<Inbound>),
     Keyed(keyed::Sender<HandlerKey, Inbound>),
+    Inline(Arc<dyn Fn(Inbound) + Send + Sync>),
 }
 
 impl fmt::Debug for Handler {
@@ -57,6 +59,7 @@ impl fmt::Debug for Handler {
         match &self.0 {
             HandlerKind::Channel(tx) => f.debug_tuple("Handler::Channel").field(&tx.len()).finish(),
             HandlerKind::Keyed(_) => f.write_str("Handler::Keyed"),
+            HandlerKind::Inline(_) => f.write_str("Handler::Inline"),
         }
     }
 }
@@ -74,6 +77,23 @@ impl From<keyed::Sender<HandlerKey, Inbound>> for Handler {
 }
 
 impl Handler {
+    /// A function called on the connection's own thread for every message of the protocol:
+    /// the reader thread for direct sends, the mux thread for requests. No thread hop and no
+    /// wake-up, so the cheapest way in; the price is that the connection waits while it runs.
+    ///
+    /// It must return quickly and must not block: while it runs, this connection reads
+    /// nothing more (the remote is slowed by TCP flow control) and, for requests, serves no
+    /// timers. Typical uses are counting, routing by content into the application's own
+    /// queues, or answering a request at once with its `Responder`. To send from inside it,
+    /// use [`try_send`](crate::PeerHandle::try_send): a blocking `send` on a full outbox would
+    /// wait for the very thread it runs on.
+    ///
+    /// A panic inside it is caught, logged and counted like a message the handler refused
+    /// (`dropped_handler_full`); the connection goes on.
+    pub fn inline(f: impl Fn(Inbound) + Send + Sync + 'static) -> Handler {
+        Handler(HandlerKind::Inline(Arc::new(f)))
+    }
+
     /// Hands over one message without blocking. `Err` gives back a message the handler did not
     /// take; `Ok(Some(older))` means it was taken but pushed out an older one.
     pub(crate) fn deliver(&self, msg: Inbound) -> Result<Option<Inbound>, Inbound> {
@@ -91,6 +111,26 @@ impl Handler {
                     Ok(keyed::Pushed::EvictedOldest(old)) => Ok(Some(old)),
                     Ok(keyed::Pushed::DroppedNew(m)) => Err(m),
                     Err(e) => Err(e.into_inner().1),
+                }
+            }
+            HandlerKind::Inline(f) => {
+                let (from, protocol) = match &msg {
+                    Inbound::Message { from, protocol, .. }
+                    | Inbound::Request { from, protocol, .. } => (*from, *protocol),
+                };
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(msg))) {
+                    Ok(()) => Ok(None),
+                    Err(_) => {
+                        log::error!("peer {from}: inline handler for {protocol} panicked");
+                        // The message went down with the panic (a request's responder was
+                        // dropped, which frees its slot); this stand-in only carries the
+                        // protocol to the caller's count.
+                        Err(Inbound::Message {
+                            from,
+                            protocol,
+                            data: Bytes::new(),
+                        })
+                    }
                 }
             }
         }

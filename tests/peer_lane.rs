@@ -1,0 +1,296 @@
+//! The lane in front of the socket: direct sends that fit one frame skip the mux (the fast
+//! path), everything else goes through it, and the two must never reorder what one thread
+//! accepted. Also: on an idle connection the sending thread writes itself, and inline
+//! handlers run on the connection's own threads.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use crossbeam_channel::Receiver;
+use syncpeer::proto::{FrameDecoder, MultiplexMessage, NetworkMessage, StreamMessage};
+use syncpeer::{Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerId, ProtocolId};
+
+/// Frames of 16 KiB, so that a 20-40 KiB message is streamed.
+fn small_frames() -> PeerConfig {
+    PeerConfig {
+        max_frame_size: 16 * 1024,
+        max_message_size: 1024 * 1024,
+        ..PeerConfig::default()
+    }
+}
+
+/// A payload that starts with (thread, sequence number).
+fn tagged(thread: u32, seq: u32, len: usize) -> Bytes {
+    let mut v = vec![0xAB; len.max(8)];
+    v[..4].copy_from_slice(&thread.to_be_bytes());
+    v[4..8].copy_from_slice(&seq.to_be_bytes());
+    Bytes::from(v)
+}
+
+fn tag_of(data: &[u8]) -> (u32, u32) {
+    let word = |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().unwrap());
+    (word(0), word(4))
+}
+
+/// The tag of the frame that opens a message (a whole message, or a stream's header); `None`
+/// for a stream's later fragments.
+fn opening_tag(frame: &MultiplexMessage) -> Option<(u32, u32)> {
+    let message = match frame {
+        MultiplexMessage::Message(m) => m,
+        MultiplexMessage::Stream(StreamMessage::Header(h)) => &h.message,
+        MultiplexMessage::Stream(StreamMessage::Fragment(_)) => return None,
+    };
+    match message {
+        NetworkMessage::DirectSendMsg(d) => Some(tag_of(&d.raw_msg)),
+        NetworkMessage::RpcRequest(r) => Some(tag_of(&r.raw_request)),
+        other => panic!("unexpected message {other:?}"),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Send,
+    Receipt,
+    Rpc,
+    Streamed(usize),
+}
+
+/// Each thread's repeatable mix of messages, and after which ones it pauses.
+fn plan(thread: u32, n: u32) -> Vec<(Kind, bool)> {
+    // A small LCG: a different, repeatable mix per thread.
+    let mut x = 0x9E37_79B9_u64 ^ u64::from(thread + 1);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let roll = (x >> 33) % 100;
+            let kind = match roll {
+                0..60 => Kind::Send,
+                60..75 => Kind::Receipt,
+                75..85 => Kind::Rpc,
+                _ => Kind::Streamed(20_000 + (x >> 40) as usize % 20_000),
+            };
+            (kind, roll.is_multiple_of(37))
+        })
+        .collect()
+}
+
+/// Invariant 4 across the lane's two paths: each thread mixes small direct sends (fast path,
+/// with and without receipts), RPC requests and streamed messages (through the mux), with
+/// pauses that let the connection go idle (direct writes). On the wire, a message opens only
+/// after every message its thread accepted earlier has opened, except that a small message
+/// may pass a streamed one (fragments interleave; streams wait for each other).
+#[test]
+fn acceptance_order_is_wire_order_across_fast_and_slow_paths() {
+    const THREADS: u32 = 2;
+    const PER_THREAD: u32 = 400;
+    for t in TRANSPORTS {
+        let (socket, mut raw) = raw_pair(t);
+        let (h, _, _) = spawn_peer(socket, 9, small_frames(), &[]);
+        let accepted = Arc::new(AtomicU64::new(0));
+        let senders: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let (h, accepted) = (h.clone(), accepted.clone());
+                std::thread::spawn(move || {
+                    let mut receipts = Vec::new();
+                    for (seq, (kind, pause)) in (0..).zip(plan(thread, PER_THREAD)) {
+                        match kind {
+                            Kind::Send => h.send(DIRECT, tagged(thread, seq, 100)).unwrap(),
+                            Kind::Receipt => {
+                                receipts.push(h.send_with_receipt(DIRECT, tagged(thread, seq, 64)))
+                            }
+                            // Never answered: dropping the pending call stops the wait, the
+                            // request is written all the same.
+                            Kind::Rpc => drop(h.rpc_start(RPC, tagged(thread, seq, 50), WAIT)),
+                            Kind::Streamed(len) => {
+                                h.send(DIRECT, tagged(thread, seq, len)).unwrap()
+                            }
+                        }
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        if pause {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    for r in receipts {
+                        assert_eq!(
+                            r.unwrap().wait_timeout(WAIT),
+                            Some(syncpeer::Delivery::Written)
+                        );
+                    }
+                })
+            })
+            .collect();
+        raw.set_timeouts(WAIT);
+        let mut decoder = FrameDecoder::new(small_frames().max_frame_size);
+        let plans: Vec<_> = (0..THREADS).map(|i| plan(i, PER_THREAD)).collect();
+        let mut opened = vec![vec![false; PER_THREAD as usize]; THREADS as usize];
+        let mut left = THREADS * PER_THREAD;
+        while left > 0 {
+            let frame = raw.read_frame(&mut decoder).expect("a frame before EOF");
+            let Some((thread, seq)) = opening_tag(&frame) else {
+                continue;
+            };
+            let (plan, opened) = (&plans[thread as usize], &mut opened[thread as usize]);
+            let streamed = |k: Kind| matches!(k, Kind::Streamed(_));
+            assert_eq!(
+                streamed(plan[seq as usize].0),
+                matches!(frame, MultiplexMessage::Stream(_)),
+                "{t:?}: {thread}/{seq} framed as planned"
+            );
+            for earlier in 0..seq as usize {
+                let may_pass = !streamed(plan[seq as usize].0) && streamed(plan[earlier].0);
+                assert!(
+                    opened[earlier] || may_pass,
+                    "{t:?}: thread {thread}: {seq} ({:?}) opened before {earlier} ({:?})",
+                    plan[seq as usize].0,
+                    plan[earlier].0
+                );
+            }
+            assert!(!opened[seq as usize], "{t:?}: {thread}/{seq} twice");
+            opened[seq as usize] = true;
+            left -= 1;
+        }
+        within("senders", WAIT, move || {
+            for s in senders {
+                s.join().unwrap();
+            }
+        });
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            u64::from(THREADS * PER_THREAD)
+        );
+        let m = h.metrics();
+        assert!(m.direct_sends_accepted > 0 && m.rpc_requests_accepted > 0);
+        let report = within("abort", WAIT, move || h.abort());
+        assert_eq!(
+            report.messages_written + report.messages_abandoned,
+            report.messages_accepted
+        );
+        drop(raw);
+    }
+}
+
+/// On an idle connection the sending thread writes the frame itself: no batch for the
+/// writer. (Retried a few times: "idle" means the writer has parked, which a loaded machine
+/// may delay.)
+#[test]
+fn a_send_on_an_idle_connection_is_written_by_the_sending_thread() {
+    for t in TRANSPORTS {
+        let (a, b) = pair_with(t, PeerConfig::default(), 64);
+        let mut direct = false;
+        for i in 0..50 {
+            std::thread::sleep(Duration::from_millis(10));
+            let before = a.handle.metrics();
+            a.handle.send(DIRECT, numbered(i, 32)).unwrap();
+            assert_eq!(index_of(recv(&b).data()), i);
+            let after = a.handle.metrics();
+            if after.direct_batches == before.direct_batches + 1
+                && after.write_batches == before.write_batches
+            {
+                direct = true;
+                break;
+            }
+        }
+        assert!(direct, "{t:?}: no send was written by its own thread");
+        let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+        assert!(report.is_clean(), "{t:?}: {report:?}");
+    }
+}
+
+/// What an inline handler saw, and on which thread.
+fn recording_handler() -> (Handler, Receiver<(String, Inbound)>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let handler = Handler::inline(move |m| {
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        tx.send((thread, m)).unwrap();
+    });
+    (handler, rx)
+}
+
+/// Inline handlers run on the connection's own threads: direct sends on the reader, requests
+/// on the mux, where a request can be answered at once.
+#[test]
+fn inline_handlers_run_on_the_connection_threads() {
+    for t in TRANSPORTS {
+        let (sa, sb) = sockets(t);
+        let a = Peer::builder(sa)
+            .remote_peer_id(PeerId::from_u64(2))
+            .spawn()
+            .unwrap();
+        let (direct, seen) = recording_handler();
+        let answered = Arc::new(AtomicU64::new(0));
+        let count = answered.clone();
+        let b = Peer::builder(sb)
+            .remote_peer_id(PeerId::from_u64(1))
+            .handler(DIRECT, direct)
+            .handler(
+                RPC,
+                Handler::inline(move |m| {
+                    if let Inbound::Request {
+                        data, responder, ..
+                    } = m
+                    {
+                        assert_eq!(std::thread::current().name(), Some("syncpeer-mux"));
+                        responder.respond(data).unwrap();
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }),
+            )
+            .spawn()
+            .unwrap();
+        for i in 0..100 {
+            a.send(DIRECT, numbered(i, 16)).unwrap();
+        }
+        for i in 0..100 {
+            let (thread, m) = seen.recv_timeout(WAIT).expect("delivered inline");
+            assert_eq!(thread, "syncpeer-reader", "{t:?}");
+            assert_eq!(index_of(m.data()), i, "{t:?}: in order");
+        }
+        let reply = a.rpc(RPC, Bytes::from_static(b"echo"), WAIT).unwrap();
+        assert_eq!(&reply[..], b"echo");
+        assert_eq!(answered.load(Ordering::Relaxed), 1);
+        assert_eq!(b.metrics().direct_sends_delivered, 100);
+        let report = a.shutdown(DisconnectReason::RequestedByPeerManager);
+        assert!(report.is_clean(), "{t:?}: {report:?}");
+        b.join();
+    }
+}
+
+/// A panic inside an inline handler is caught and counted; the connection goes on.
+#[test]
+fn a_panicking_inline_handler_is_counted_and_the_connection_goes_on() {
+    const FRAGILE: ProtocolId = ProtocolId(9);
+    for t in TRANSPORTS {
+        let (sa, sb) = sockets(t);
+        let a = Peer::builder(sa)
+            .remote_peer_id(PeerId::from_u64(2))
+            .spawn()
+            .unwrap();
+        let (direct, seen) = recording_handler();
+        let b = Peer::builder(sb)
+            .remote_peer_id(PeerId::from_u64(1))
+            .handler(DIRECT, direct)
+            .handler(
+                FRAGILE,
+                Handler::inline(|m| {
+                    if m.data().is_empty() {
+                        panic!("empty payload");
+                    }
+                }),
+            )
+            .spawn()
+            .unwrap();
+        a.send(FRAGILE, Bytes::new()).unwrap();
+        a.send(DIRECT, numbered(7, 16)).unwrap();
+        let (_, m) = seen.recv_timeout(WAIT).expect("the next message");
+        assert_eq!(index_of(m.data()), 7);
+        assert_eq!(b.metrics().dropped_handler_full, 1, "{t:?}");
+        assert!(!b.is_closed());
+        a.shutdown(DisconnectReason::RequestedByPeerManager);
+        let report = b.join();
+        assert_eq!(report.reason, DisconnectReason::ConnectionClosed, "{t:?}");
+    }
+}
