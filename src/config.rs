@@ -24,7 +24,10 @@ pub struct PeerConfig {
     /// Outbound RPCs waiting for a response at once; more fail with `TooManyPending`.
     /// Default 100.
     pub max_concurrent_outbound_rpcs: usize,
-    /// Commands (sends and RPCs) queued between the application and the mux thread.
+    /// Messages queued by the application and not yet taken by the writer, per queue: the
+    /// lane's fast path (direct sends that fit one frame) and the outbox to the mux thread
+    /// (RPCs, streamed messages, and sends made while something is ahead of them in the
+    /// outbox). A send waits, or `try_send` reports `Full`, when its queue holds this many.
     /// Default 1024.
     pub outbox_capacity: usize,
     /// How long a write may make no progress before the connection is declared broken.

@@ -213,7 +213,11 @@ impl PeerBuilder {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (read_half, write_half) = self.socket.split()?;
         let write_half = Arc::new(write_half);
-        let lane = Lane::new(write_half.clone(), self.config.max_frame_size);
+        let lane = Lane::new(
+            write_half.clone(),
+            self.config.max_frame_size,
+            self.config.outbox_capacity,
+        );
         let reader_poll = mio::Poll::new()?;
         let writer_poll = mio::Poll::new()?;
         let reader_waker = mio::Waker::new(reader_poll.registry(), super::reader::WAKER)?;

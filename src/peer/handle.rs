@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::gate::GateError;
-use super::lane::NotTaken;
+use super::lane::{NotTaken, Why};
 use super::shared::{Command, Reply, RpcCommand, RpcTx, Shared};
 use super::{DisconnectReason, DrainReport, PeerId, PeerMetrics};
 use crate::error::{RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
@@ -284,9 +284,15 @@ impl PeerHandle {
         receipt: Option<ReceiptTx>,
     ) -> Result<(), TrySendError> {
         let cmd = match self.fast_or_command(protocol, data, receipt) {
-            Ok(None) => return Ok(()),
-            Ok(Some(cmd)) => cmd,
-            Err(data) => return Err(TrySendError::Closed(data)),
+            Route::Taken => return Ok(()),
+            Route::Outbox(cmd) => cmd,
+            Route::Refused(data, r, why) => {
+                detach(r);
+                return Err(match why {
+                    Why::Full => TrySendError::Full(data),
+                    _ => TrySendError::Closed(data),
+                });
+            }
         };
         let shared = self.shared();
         shared.outbox.try_send(cmd).map_err(|e| {
@@ -298,31 +304,32 @@ impl PeerHandle {
         })
     }
 
-    /// Takes the lane's fast path if it can (`Ok(None)`); otherwise announces a command for
-    /// the outbox (`Ok(Some)`), which the caller must send or cancel. `Err` once closed.
+    /// Takes the lane's fast path if it can; otherwise announces a command for the outbox,
+    /// which the caller must send or cancel, or refuses (closed, or the lane is full) and hands
+    /// the message back.
     fn fast_or_command(
         &self,
         protocol: ProtocolId,
         data: Bytes,
         receipt: Option<ReceiptTx>,
-    ) -> Result<Option<Command>, Bytes> {
+    ) -> Route {
         let shared = self.shared();
-        let (data, receipt) = match shared.fast_send(protocol, data, receipt) {
-            Ok(()) => return Ok(None),
-            Err(NotTaken { data, receipt, .. }) if shared.lane.begin_slow() => (data, receipt),
-            Err(NotTaken { data, receipt, .. }) => {
-                // Refused: the receipt must not resolve, the message was never accepted.
-                if let Some(mut r) = receipt {
-                    r.0.take();
-                }
-                return Err(data);
+        match shared.fast_send(protocol, data, receipt) {
+            Ok(()) => Route::Taken,
+            Err(NotTaken {
+                data,
+                receipt,
+                why: Why::Behind,
+            }) if shared.lane.begin_slow() => Route::Outbox(Command::Send {
+                protocol,
+                data,
+                receipt,
+            }),
+            Err(NotTaken { data, receipt, why }) => {
+                let why = if why == Why::Behind { Why::Closed } else { why };
+                Route::Refused(data, receipt, why)
             }
-        };
-        Ok(Some(Command::Send {
-            protocol,
-            data,
-            receipt,
-        }))
+        }
     }
 
     /// Queues a direct send, waiting at most `timeout` for room in the outbox.
@@ -391,12 +398,29 @@ impl PeerHandle {
         if !self.check_size(&data) {
             return Err(SendTimeoutError::TooLarge(data));
         }
-        let cmd = match self.fast_or_command(protocol, data, receipt) {
-            Ok(None) => return Ok(()),
-            Ok(Some(cmd)) => cmd,
-            Err(data) => return Err(SendTimeoutError::Closed(data)),
-        };
         let shared = self.shared();
+        let (mut data, mut receipt) = (data, receipt);
+        let cmd = loop {
+            match self.fast_or_command(protocol, data, receipt) {
+                Route::Taken => return Ok(()),
+                Route::Outbox(cmd) => break cmd,
+                Route::Refused(d, r, Why::Full) => match shared.lane.wait_room(deadline) {
+                    Ok(()) => (data, receipt) = (d, r),
+                    Err(why) => {
+                        detach(r);
+                        return Err(if why == Why::Timeout {
+                            SendTimeoutError::Timeout(d)
+                        } else {
+                            SendTimeoutError::Closed(d)
+                        });
+                    }
+                },
+                Route::Refused(d, r, _) => {
+                    detach(r);
+                    return Err(SendTimeoutError::Closed(d));
+                }
+            }
+        };
         shared.outbox.send(cmd, deadline).map_err(|e| {
             shared.lane.cancel_slow();
             match e {
@@ -510,8 +534,22 @@ impl PeerHandle {
     pub fn metrics(&self) -> PeerMetrics {
         let shared = self.shared();
         let mut m = shared.lane.snapshot(&shared.counters);
-        m.outbox_depth = shared.outbox_rx.len() as u64;
+        m.outbox_depth += shared.outbox_rx.len() as u64;
         m
+    }
+}
+
+/// Where a direct send went.
+enum Route {
+    Taken,
+    Outbox(Command),
+    Refused(Bytes, Option<ReceiptTx>, Why),
+}
+
+/// A message that was not accepted: its receipt must not resolve (as abandoned on drop).
+fn detach(receipt: Option<ReceiptTx>) {
+    if let Some(mut r) = receipt {
+        r.0.take();
     }
 }
 
@@ -520,9 +558,7 @@ impl PeerHandle {
 fn refused(c: Command) -> Bytes {
     match c {
         Command::Send { data, receipt, .. } => {
-            if let Some(mut r) = receipt {
-                r.0.take();
-            }
+            detach(receipt);
             data
         }
         Command::Rpc(rpc) => rpc.data,

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::PeerMetrics;
 use super::handle::ReceiptTx;
@@ -52,8 +52,8 @@ use crate::proto::Transmit;
 use crate::proto::stream::fragment_size;
 use crate::proto::{Completion, DirectSendMsg, MultiplexMessage, NetworkMessage, ProtocolId};
 
-/// Bytes queued in the lane past which the fast path is refused and the mux stops appending:
-/// backpressure starts here.
+/// Bytes queued in the lane past which the mux stops appending (it then stops taking commands
+/// from the outbox: backpressure for the slow path starts here).
 pub(crate) const HIGH_WATER: usize = 256 * 1024;
 /// Largest batch written directly by the thread that appended it.
 const DIRECT_WRITE_MAX: usize = 64 * 1024;
@@ -63,6 +63,10 @@ const DIRECT_IDLE: Duration = Duration::from_micros(10);
 #[derive(Debug)]
 pub(crate) struct Lane {
     st: Mutex<LaneState>,
+    /// Senders waiting for room on the fast path.
+    room: Condvar,
+    /// Fast-path messages the lane holds at most (`outbox_capacity`).
+    capacity: usize,
     /// Rung to wake the parked writer (capacity 1: a ring is never lost, never blocks).
     bell_tx: Sender<()>,
     bell_rx: Receiver<()>,
@@ -82,6 +86,10 @@ struct LaneState {
     head: BytesMut,
     /// Fast-path messages and payload bytes not yet added to the counters.
     accepted: (u64, u64),
+    /// Fast-path messages queued since the writer last took the batch.
+    queued: usize,
+    /// Senders waiting on `room`.
+    room_waiters: usize,
     writing: bool,
     writer_parked: bool,
     mux_waiting: bool,
@@ -92,15 +100,29 @@ struct LaneState {
     half: Option<Arc<Half>>,
 }
 
-/// A direct send the fast path did not take, handed back: the caller tries the outbox, which
-/// refuses it if the close has started.
+/// A direct send the fast path did not take, handed back.
 pub(crate) struct NotTaken {
     pub(crate) data: Bytes,
     pub(crate) receipt: Option<ReceiptTx>,
+    pub(crate) why: Why,
+}
+
+/// Why the fast path did not take a message, or why waiting for room ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The close has started.
+    Closed,
+    /// The lane holds `outbox_capacity` messages: wait for room (or report `Full`).
+    Full,
+    /// Something accepted earlier is still in the outbox, or the payload needs streaming: the
+    /// message goes through the outbox.
+    Behind,
+    /// The deadline passed while waiting for room.
+    Timeout,
 }
 
 impl Lane {
-    pub(crate) fn new(half: Arc<Half>, max_frame_size: usize) -> Lane {
+    pub(crate) fn new(half: Arc<Half>, max_frame_size: usize, capacity: usize) -> Lane {
         let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         let (room_tx, room_rx) = crossbeam_channel::bounded(1);
         Lane {
@@ -110,6 +132,8 @@ impl Lane {
                 batch: Batch::default(),
                 head: BytesMut::new(),
                 accepted: (0, 0),
+                queued: 0,
+                room_waiters: 0,
                 writing: false,
                 writer_parked: false,
                 mux_waiting: false,
@@ -117,6 +141,8 @@ impl Lane {
                 idle_since: Instant::now(),
                 half: Some(half),
             }),
+            room: Condvar::new(),
+            capacity,
             bell_tx,
             bell_rx,
             room_tx,
@@ -125,13 +151,41 @@ impl Lane {
         }
     }
 
-    /// Refuses the fast path from now on (the close has started).
+    /// Refuses the fast path from now on (the close has started), and wakes the senders
+    /// waiting for room so that they are refused too.
     pub(crate) fn close_input(&self) {
         self.st.lock().open = false;
+        self.room.notify_all();
     }
 
-    /// A snapshot of `counters` that includes the fast-path messages not yet counted. Taken
-    /// under the lane's lock, so no batch is taken (and counted) halfway through.
+    /// Waits until the fast path has room, the close starts, or `deadline`.
+    pub(crate) fn wait_room(&self, deadline: Option<Instant>) -> Result<(), Why> {
+        let mut st = self.st.lock();
+        loop {
+            if !st.open {
+                return Err(Why::Closed);
+            }
+            if st.queued < self.capacity {
+                return Ok(());
+            }
+            st.room_waiters += 1;
+            let timed_out = match deadline {
+                None => {
+                    self.room.wait(&mut st);
+                    false
+                }
+                Some(d) => self.room.wait_until(&mut st, d).timed_out(),
+            };
+            st.room_waiters -= 1;
+            if timed_out && st.open && st.queued >= self.capacity {
+                return Err(Why::Timeout);
+            }
+        }
+    }
+
+    /// A snapshot of `counters` that includes the fast-path messages not yet counted, with
+    /// `outbox_depth` set to the messages queued in the lane. Taken under the lane's lock, so
+    /// no batch is taken (and counted) halfway through.
     pub(crate) fn snapshot(&self, counters: &Counters) -> PeerMetrics {
         let st = self.st.lock();
         let mut m = counters.snapshot();
@@ -139,6 +193,7 @@ impl Lane {
         m.messages_accepted += n;
         m.bytes_accepted += bytes;
         m.direct_sends_accepted += n;
+        m.outbox_depth = st.queued as u64;
         m
     }
 
@@ -186,9 +241,13 @@ impl Lane {
 
 impl LaneState {
     /// Seals and takes the batch, counting the fast-path messages in it as accepted (before
-    /// any of them can be counted as written).
-    fn take(&mut self, counters: &Counters) -> Batch {
+    /// any of them can be counted as written), and makes room for waiting senders.
+    fn take(&mut self, counters: &Counters, room: &Condvar) -> Batch {
         self.batch.seal(&mut self.head);
+        self.queued = 0;
+        if self.room_waiters > 0 {
+            room.notify_all();
+        }
         let (n, bytes) = std::mem::take(&mut self.accepted);
         if n > 0 {
             Counters::add(&counters.messages_accepted, n);
@@ -207,7 +266,7 @@ impl LaneState {
 
 impl Shared {
     /// The fast path of a direct send: encodes it into the lane if nothing accepted earlier is
-    /// still in the outbox, the lane has room and the payload fits one frame.
+    /// still in the outbox, the payload fits one frame and the lane has room.
     pub(crate) fn fast_send(
         &self,
         protocol: ProtocolId,
@@ -216,14 +275,20 @@ impl Shared {
     ) -> Result<(), NotTaken> {
         let lane = &self.lane;
         let mut st = lane.st.lock();
-        if !st.open
-            || st.ahead > 0
-            || st.batch.len >= HIGH_WATER
-            || data.len() > lane.single_frame_max
-        {
-            return Err(NotTaken { data, receipt });
+        let why = if !st.open {
+            Some(Why::Closed)
+        } else if st.ahead > 0 || data.len() > lane.single_frame_max {
+            Some(Why::Behind)
+        } else if st.queued >= lane.capacity {
+            Some(Why::Full)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(NotTaken { data, receipt, why });
         }
         let len = data.len();
+        st.queued += 1;
         st.accepted.0 += 1;
         st.accepted.1 += len as u64;
         let was_empty = st.batch.is_empty();
@@ -294,7 +359,7 @@ impl Shared {
             return;
         }
         st.writing = true;
-        let mut batch = st.take(&self.counters);
+        let mut batch = st.take(&self.counters, &self.lane.room);
         drop(st);
         let complete = write_some(&half, &mut batch, &self.counters);
         drop(half);
@@ -326,7 +391,7 @@ impl Shared {
                         st.mux_waiting = false;
                         let _ = lane.room_tx.try_send(());
                     }
-                    return Some(st.take(&self.counters));
+                    return Some(st.take(&self.counters, &lane.room));
                 }
                 if st.closing {
                     return None;
