@@ -21,7 +21,10 @@
 //! - latency: closed-loop round trips (64 B and 4 KiB direct-send echo, and RPC), percentiles of
 //!   all repetitions' samples merged into one histogram;
 //! - throughput: one-way direct sends (64 B, 4 KiB, 1 MiB, a streamed 64 MiB message), timed
-//!   until the receiving application has every message; median of the repetitions;
+//!   until the receiving application has every message; median of the repetitions. The
+//!   receiving application is a thread reading the handler's channel, except in the row
+//!   "64 B, inline handler", where syncpeer counts in a `Handler::inline` on its reader thread
+//!   (the async original has no such handler; the floor counts inline anyway);
 //! - shutdown: 100,000 queued 64 B messages, then a graceful close; the remote counts;
 //! - scale: 1,000 connected peers in a fresh child process: memory, threads, close time.
 //!
@@ -64,8 +67,8 @@ struct Plan {
     reps: usize,
     latency_iters: usize,
     latency_warmup: usize,
-    /// (label, payload size, messages per run).
-    throughput: Vec<(&'static str, usize, usize)>,
+    /// (label, payload size, messages per run, inline handler).
+    throughput: Vec<(&'static str, usize, usize, bool)>,
     shutdown_messages: usize,
     scale_peers: usize,
     /// Sections to run (all if unset).
@@ -85,10 +88,16 @@ impl Plan {
             latency_iters: if quick { 3_000 } else { 10_000 },
             latency_warmup: if quick { 100 } else { 300 },
             throughput: vec![
-                ("64 B", 64, 1_000_000 / k),
-                ("4 KiB", 4096, 200_000 / k),
-                ("1 MiB", 1 << 20, 2_000 / k),
-                ("64 MiB streamed", STREAM_SIZE, if quick { 2 } else { 8 }),
+                ("64 B", 64, 1_000_000 / k, false),
+                ("64 B, inline handler", 64, 2_000_000 / k, true),
+                ("4 KiB", 4096, 200_000 / k, false),
+                ("1 MiB", 1 << 20, 2_000 / k, false),
+                (
+                    "64 MiB streamed",
+                    STREAM_SIZE,
+                    if quick { 2 } else { 8 },
+                    false,
+                ),
             ],
             shutdown_messages: 100_000,
             scale_peers: 1_000,
@@ -173,7 +182,7 @@ fn main() {
     let mut throughput: Vec<(&str, usize, usize, Vec<Vec<f64>>)> = plan
         .throughput
         .iter()
-        .map(|&(label, size, n)| (label, size, n, vec![Vec::new(); 3]))
+        .map(|&(label, size, n, _)| (label, size, n, vec![Vec::new(); 3]))
         .collect();
     let mut shutdown: Vec<Vec<ShutdownRun>> = vec![Vec::new(); 5];
 
@@ -194,7 +203,7 @@ fn main() {
             }
             eprintln!("  latency {label}: done");
         }
-        for t in throughput.iter_mut() {
+        for (t, &(.., inline)) in throughput.iter_mut().zip(&plan.throughput) {
             if !plan.runs("throughput") {
                 break;
             }
@@ -202,8 +211,13 @@ fn main() {
             if !plan.runs_size(size) {
                 continue;
             }
-            for side in rotation(rep, 3).filter(|&s| plan.runs_side(TRIO[s])) {
+            // The async original has no inline handler: its row shows only syncpeer and the
+            // floor (whose receiving thread decodes and counts, i.e. is inline already).
+            let sides =
+                rotation(rep, 3).filter(|&s| plan.runs_side(TRIO[s]) && !(inline && s == 1));
+            for side in sides {
                 let secs = match side {
+                    0 if inline => sync_side::throughput_inline(size, n),
                     0 => sync_side::throughput(size, n),
                     1 => async_side::throughput(&rt, size, n),
                     _ => floor::throughput(size, n),

@@ -249,6 +249,13 @@ fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
         value: format!("syncpeer/async {}", fmt(ratio)),
         pass: ratio.is_some_and(|x| x >= 2.0),
     });
+    let rate = find(rows, "throughput", "64 B, inline handler one-way", "msg/s")
+        .and_then(|x| x.values[SYNC]);
+    t.push(Target {
+        name: "throughput 64 B >= 5 M msg/s (inline handler)".into(),
+        value: format!("{} M msg/s", fmt(rate.map(|r| r / 1e6))),
+        pass: rate.is_some_and(|r| r >= 5e6),
+    });
     let ratio = find(rows, "throughput", "1 MiB one-way", "MB/s").and_then(|x| x.ratio(FLOOR));
     t.push(Target {
         name: "throughput 1 MiB >= 0.5x floor".into(),

@@ -1,11 +1,13 @@
 //! The workloads on syncpeer: two peers over loopback TCP, the application on plain threads.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
-use syncpeer::{Bytes, DisconnectReason, Inbound, Peer, PeerConfig, PeerHandle, PeerId};
+use syncpeer::{Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerHandle, PeerId};
 
 use crate::common::{
     DIRECT, Kind, RPC, RPC_TIMEOUT, ShutdownRun, histogram, payload, record, tcp_pair,
@@ -103,6 +105,39 @@ pub(crate) fn throughput(size: usize, n: usize) -> f64 {
     let done = counter.join().expect("counter thread");
     a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
     b.handle.join();
+    (done - start).as_secs_f64()
+}
+
+/// Like [`throughput`], the receiving side counting in an inline handler on its reader thread
+/// instead of a thread reading a channel.
+pub(crate) fn throughput_inline(size: usize, n: usize) -> f64 {
+    let (a, b) = tcp_pair();
+    let a = side(a, 2, PeerConfig::default());
+    let counted = Arc::new(AtomicUsize::new(0));
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let count = counted.clone();
+    let b = Peer::builder(b)
+        .remote_peer_id(PeerId::from_u64(1))
+        .handler(
+            DIRECT,
+            Handler::inline(move |_| {
+                if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                    let _ = done_tx.try_send(Instant::now());
+                }
+            }),
+        )
+        .spawn()
+        .expect("spawn syncpeer");
+    let data = payload(size);
+    let start = Instant::now();
+    for _ in 0..n {
+        a.handle.send(DIRECT, data.clone()).expect("send");
+    }
+    let done = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("every message counted within a minute");
+    a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+    b.join();
     (done - start).as_secs_f64()
 }
 
