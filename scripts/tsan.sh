@@ -36,8 +36,9 @@ status=0
 tsan_test() {
   cargo +nightly test -Zbuild-std --target "$target" "$@" 2>&1 | tee -a "$log" || status=1
 }
-# The stress suite, every I/O-error path and the hostile-input table: all their tests.
-tsan_test --test stress --test faults --test hostile
+# The stress suite, every I/O-error path, the hostile-input table and the lane (fast path
+# against the mux, direct writes, inline handlers): all their tests.
+tsan_test --test stress --test faults --test hostile --test peer_lane
 # The keyed queue: only its concurrency stress tests (the rest are single-threaded).
 tsan_test --test keyed -- no_wake_up_is_lost_under_concurrent_senders \
   every_message_is_received_or_reported_lost_under_overflow
@@ -45,7 +46,7 @@ if grep -q "WARNING: ThreadSanitizer" "$log"; then
   echo "tsan.sh: ThreadSanitizer reported a problem (see above)" >&2
   status=1
 fi
-if [[ $(grep -c "test result: ok" "$log") -ne 4 ]]; then
+if [[ $(grep -c "test result: ok" "$log") -ne 5 ]]; then
   echo "tsan.sh: not every test binary passed" >&2
   status=1
 fi
