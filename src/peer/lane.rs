@@ -262,6 +262,15 @@ impl LaneState {
         self.batch.seal(&mut self.head);
         self.batch.append(other);
     }
+
+    /// Puts a taken, partly written batch back in front of what was appended since it was
+    /// taken. Small frames appended meanwhile may still sit in `head`: they are sealed behind
+    /// the later ones first, so that the wire order is kept.
+    fn put_back(&mut self, front: Batch) {
+        self.batch.seal(&mut self.head);
+        let behind = std::mem::replace(&mut self.batch, front);
+        self.batch.append(behind);
+    }
 }
 
 impl Shared {
@@ -370,8 +379,7 @@ impl Shared {
             Counters::add(&self.counters.direct_batches, 1);
         } else {
             // Back to the front: the writer finishes it, or reports why it cannot.
-            let behind = std::mem::replace(&mut st.batch, batch);
-            st.append(behind);
+            st.put_back(batch);
         }
         if !st.batch.is_empty() || st.closing {
             self.lane.ring_if_parked(&mut st);
@@ -433,5 +441,87 @@ fn write_some(half: &Half, batch: &mut Batch, counters: &Counters) -> bool {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> LaneState {
+        LaneState {
+            open: true,
+            ahead: 0,
+            batch: Batch::default(),
+            head: BytesMut::new(),
+            accepted: (0, 0),
+            queued: 0,
+            room_waiters: 0,
+            writing: false,
+            writer_parked: false,
+            mux_waiting: false,
+            closing: false,
+            idle_since: Instant::now(),
+            half: None,
+        }
+    }
+
+    fn push(st: &mut LaneState, payload: &[u8]) {
+        let t = Transmit {
+            message: MultiplexMessage::Message(NetworkMessage::DirectSendMsg(DirectSendMsg {
+                protocol_id: ProtocolId(2),
+                priority: 0,
+                raw_msg: Bytes::copy_from_slice(payload),
+            })),
+            completes: Some(Completion {
+                len: payload.len(),
+                tag: None,
+            }),
+        };
+        st.batch.push(t, 1 << 20, &mut st.head).unwrap();
+    }
+
+    /// Every payload in `batch` (written or not), decoded in order, as (length, first byte).
+    fn payloads(batch: &Batch) -> Vec<(usize, u8)> {
+        let mut decoder = crate::proto::FrameDecoder::new(1 << 20);
+        for chunk in &batch.chunks {
+            decoder.extend(chunk);
+        }
+        let mut out = Vec::new();
+        while let Some(MultiplexMessage::Message(m)) = decoder.decode().unwrap() {
+            out.push((m.data().len(), m.data()[0]));
+        }
+        assert!(decoder.is_idle(), "whole frames only");
+        out
+    }
+
+    /// A direct write took the lane's batch and wrote part of it; meanwhile a large frame
+    /// (a chunk of its own) and small ones (still in `head`) were appended. Putting the rest
+    /// back keeps the wire order and every message's mark.
+    #[test]
+    fn a_partly_written_batch_goes_back_in_front_in_order() {
+        let counters = Counters::default();
+        let room = Condvar::new();
+        let mut st = state();
+        push(&mut st, b"one");
+        push(&mut st, b"two");
+        let mut taken = st.take(&counters, &room);
+        // "one" and part of "two" are written.
+        let mut done = (0, 0);
+        taken.advance(taken.marks[0].end + 4, &mut done);
+        assert_eq!(done.0, 1);
+        push(&mut st, b"three");
+        push(&mut st, &[4u8; 2000]);
+        push(&mut st, b"five");
+        st.put_back(taken);
+        let mut batch = st.take(&counters, &room);
+        let expected = [(3, b'o'), (3, b't'), (5, b't'), (2000, 4), (4, b'f')];
+        assert_eq!(payloads(&batch), expected);
+        // Finishing the write resolves the four messages left, the last at the very end.
+        let mut done = (0, 0);
+        batch.advance(usize::MAX, &mut done);
+        assert_eq!(done.0, 4);
+        assert!(batch.is_written());
+        assert_eq!(batch.marks.last().unwrap().end, batch.len);
     }
 }
