@@ -14,7 +14,7 @@ use syncpeer::{
 /// Size of each message used to fill a stalled connection.
 const CHUNK: usize = 64 * 1024;
 /// Upper bound on what the pipeline can absorb before `send` backs up: kernel buffers, the
-/// writer's gathered batches, the frames channel and the mux's batch hold a few tens of MiB.
+/// batch the writer holds and the lane hold a few tens of MiB.
 const MAX_FILL: usize = 256 << 20;
 
 /// True if `a` is the very buffer `b` (handed back, not copied).
