@@ -40,7 +40,9 @@ pub struct PeerConfig {
     /// A parked thread on an idle core takes about 25 µs to wake on the 2-core VMs this was
     /// measured on, and an answer often comes sooner than that; polling trades CPU time for
     /// it: at most `spin` of one core per thread after each burst of traffic, nothing on an
-    /// idle connection. Zero parks at once. Default 50 µs.
+    /// idle connection. At most two connection threads per core poll at a time, process-wide
+    /// (with many busy connections the cores are not idle, and polling would only take time
+    /// from them); the others park at once. Zero parks at once. Default 50 µs.
     pub spin: Duration,
 }
 

@@ -63,6 +63,7 @@ mod mux;
 mod reader;
 mod shared;
 mod socket;
+mod spin;
 mod supervisor;
 mod writer;
 

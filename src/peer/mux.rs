@@ -24,6 +24,7 @@ use super::handle::{ReceiptTx, Responder};
 use super::lane::HIGH_WATER;
 use super::metrics::Counters;
 use super::shared::{Batch, Command, FromReader, Reply, RpcCommand, RpcTx, Shared};
+use super::spin;
 use crate::error::RpcError;
 use crate::proto::{Event, RpcFailure, RpcRefused, Session};
 
@@ -139,7 +140,8 @@ impl Mux {
         let i_in = self.inbound_open.then(|| sel.recv(&self.inbound));
         let i_rep = sel.recv(&self.replies);
         let i_room = (!self.out.is_empty()).then(|| sel.recv(&self.shared.lane.room_rx));
-        let oper = match Self::spin(&mut sel, self.shared.config.spin, deadline) {
+        let oper = match spin::poll_for(self.shared.config.spin, deadline, || sel.try_select().ok())
+        {
             Some(oper) => oper,
             None => match deadline {
                 None => sel.select(),
@@ -172,33 +174,6 @@ impl Mux {
             let _ = oper.recv(&self.shared.lane.room_rx);
             self.offer();
             Input::Nothing
-        }
-    }
-
-    /// Polls the inputs for up to `spin` (not past `deadline`) before the caller parks: an
-    /// input arriving meanwhile costs no wake-up (see `PeerConfig::spin`).
-    fn spin<'a>(
-        sel: &mut Select<'a>,
-        spin: std::time::Duration,
-        deadline: Option<Instant>,
-    ) -> Option<crossbeam_channel::SelectedOperation<'a>> {
-        if spin.is_zero() {
-            return None;
-        }
-        let until = Instant::now() + spin;
-        let until = deadline.map_or(until, |d| d.min(until));
-        let mut polls = 0u32;
-        loop {
-            if let Ok(oper) = sel.try_select() {
-                return Some(oper);
-            }
-            polls += 1;
-            // The clock is read every few polls, not on each.
-            if polls.is_multiple_of(8) && Instant::now() >= until {
-                return None;
-            }
-            // Lets a thread waiting for this core run first.
-            std::thread::yield_now();
         }
     }
 

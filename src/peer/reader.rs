@@ -10,7 +10,6 @@
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use mio::{Events, Interest, Poll, Token};
@@ -19,6 +18,7 @@ use super::builder::Handlers;
 use super::metrics::Counters;
 use super::shared::{FromReader, Shared};
 use super::socket::Half;
+use super::spin;
 use super::{DisconnectReason, Inbound};
 use crate::proto::{FrameDecoder, MultiplexMessage, NetworkMessage, Reassembler};
 
@@ -127,27 +127,22 @@ impl Reader {
             // Then keep reading for a moment before parking: an answer often follows within
             // tens of microseconds, and a thread parked on an idle core takes about 25 µs to
             // wake on these machines. Bounded, so an idle connection parks after `spin`.
-            if !spin.is_zero() {
-                let mut until = Instant::now() + spin;
-                let mut idle_reads = 0u32;
-                loop {
-                    match self.read_once(&mut buf)? {
-                        Read::Stop(stop) => return Ok(stop),
-                        Read::Data(_) => {
-                            until = Instant::now() + spin;
-                            idle_reads = 0;
-                        }
-                        Read::Drained => {
-                            idle_reads += 1;
-                            // The clock is read every few attempts, not on each.
-                            if idle_reads.is_multiple_of(8) && Instant::now() >= until {
-                                break;
-                            }
-                            // Lets a thread waiting for this core run first.
-                            std::thread::yield_now();
-                        }
-                    }
+            let mut spun = false;
+            let stop = spin::poll_for(spin, None, || match self.read_once(&mut buf) {
+                Err(e) => Some(Err(e)),
+                Ok(Read::Stop(stop)) => Some(Ok(stop)),
+                // More came: keep reading, and polling for `spin` after it.
+                Ok(Read::Data(_)) => {
+                    spun = true;
+                    None
                 }
+                Ok(Read::Drained) => None,
+            });
+            match stop {
+                Some(stop) => return stop,
+                // Data came while polling: the deadline starts again from it.
+                None if spun => continue,
+                None => {}
             }
             match self.poll.poll(&mut events, None) {
                 Ok(()) => {}
