@@ -12,7 +12,9 @@ use std::time::Duration;
 use common::*;
 use crossbeam_channel::Receiver;
 use syncpeer::proto::{FrameDecoder, MultiplexMessage, NetworkMessage, StreamMessage};
-use syncpeer::{Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerId, ProtocolId};
+use syncpeer::{
+    Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerHandle, PeerId, ProtocolId,
+};
 
 /// Frames of 16 KiB, so that a 20-40 KiB message is streamed.
 fn small_frames() -> PeerConfig {
@@ -210,37 +212,46 @@ fn recording_handler() -> (Handler, Receiver<(String, Inbound)>) {
     (handler, rx)
 }
 
+/// A plain peer A, and a peer B whose direct sends go to a recording inline handler and whose
+/// protocol `extra` goes to `handler`.
+fn inline_pair(
+    t: Transport,
+    extra: ProtocolId,
+    handler: Handler,
+) -> (PeerHandle, PeerHandle, Receiver<(String, Inbound)>) {
+    let (sa, sb) = sockets(t);
+    let a = Peer::builder(sa)
+        .remote_peer_id(PeerId::from_u64(2))
+        .spawn()
+        .unwrap();
+    let (direct, seen) = recording_handler();
+    let b = Peer::builder(sb)
+        .remote_peer_id(PeerId::from_u64(1))
+        .handler(DIRECT, direct)
+        .handler(extra, handler)
+        .spawn()
+        .unwrap();
+    (a, b, seen)
+}
+
 /// Inline handlers run on the connection's own threads: direct sends on the reader, requests
 /// on the mux, where a request can be answered at once.
 #[test]
 fn inline_handlers_run_on_the_connection_threads() {
     for t in TRANSPORTS {
-        let (sa, sb) = sockets(t);
-        let a = Peer::builder(sa)
-            .remote_peer_id(PeerId::from_u64(2))
-            .spawn()
-            .unwrap();
-        let (direct, seen) = recording_handler();
         let answered = Arc::new(AtomicU64::new(0));
         let count = answered.clone();
-        let b = Peer::builder(sb)
-            .remote_peer_id(PeerId::from_u64(1))
-            .handler(DIRECT, direct)
-            .handler(
-                RPC,
-                Handler::inline(move |m| {
-                    if let Inbound::Request {
-                        data, responder, ..
-                    } = m
-                    {
-                        assert_eq!(std::thread::current().name(), Some("syncpeer-mux"));
-                        responder.respond(data).unwrap();
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }),
-            )
-            .spawn()
-            .unwrap();
+        let answer = Handler::inline(move |m| {
+            if let Inbound::Request {
+                data, responder, ..
+            } = m
+            {
+                assert_eq!(std::thread::current().name(), Some("syncpeer-mux"));
+                responder.respond(data).unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let (a, b, seen) = inline_pair(t, RPC, answer);
         for i in 0..100 {
             a.send(DIRECT, numbered(i, 16)).unwrap();
         }
@@ -264,25 +275,12 @@ fn inline_handlers_run_on_the_connection_threads() {
 fn a_panicking_inline_handler_is_counted_and_the_connection_goes_on() {
     const FRAGILE: ProtocolId = ProtocolId(9);
     for t in TRANSPORTS {
-        let (sa, sb) = sockets(t);
-        let a = Peer::builder(sa)
-            .remote_peer_id(PeerId::from_u64(2))
-            .spawn()
-            .unwrap();
-        let (direct, seen) = recording_handler();
-        let b = Peer::builder(sb)
-            .remote_peer_id(PeerId::from_u64(1))
-            .handler(DIRECT, direct)
-            .handler(
-                FRAGILE,
-                Handler::inline(|m| {
-                    if m.data().is_empty() {
-                        panic!("empty payload");
-                    }
-                }),
-            )
-            .spawn()
-            .unwrap();
+        let fragile = Handler::inline(|m| {
+            if m.data().is_empty() {
+                panic!("empty payload");
+            }
+        });
+        let (a, b, seen) = inline_pair(t, FRAGILE, fragile);
         a.send(FRAGILE, Bytes::new()).unwrap();
         a.send(DIRECT, numbered(7, 16)).unwrap();
         let (_, m) = seen.recv_timeout(WAIT).expect("the next message");

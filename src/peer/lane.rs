@@ -126,21 +126,7 @@ impl Lane {
         let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         let (room_tx, room_rx) = crossbeam_channel::bounded(1);
         Lane {
-            st: Mutex::new(LaneState {
-                open: true,
-                ahead: 0,
-                batch: Batch::default(),
-                head: BytesMut::new(),
-                accepted: (0, 0),
-                queued: 0,
-                room_waiters: 0,
-                writing: false,
-                writer_parked: false,
-                mux_waiting: false,
-                closing: false,
-                idle_since: Instant::now(),
-                half: Some(half),
-            }),
+            st: Mutex::new(LaneState::new(Some(half))),
             room: Condvar::new(),
             capacity,
             bell_tx,
@@ -240,6 +226,24 @@ impl Lane {
 }
 
 impl LaneState {
+    fn new(half: Option<Arc<Half>>) -> LaneState {
+        LaneState {
+            open: true,
+            ahead: 0,
+            batch: Batch::default(),
+            head: BytesMut::new(),
+            accepted: (0, 0),
+            queued: 0,
+            room_waiters: 0,
+            writing: false,
+            writer_parked: false,
+            mux_waiting: false,
+            closing: false,
+            idle_since: Instant::now(),
+            half,
+        }
+    }
+
     /// Seals and takes the batch, counting the fast-path messages in it as accepted (before
     /// any of them can be counted as written), and makes room for waiting senders.
     fn take(&mut self, counters: &Counters, room: &Condvar) -> Batch {
@@ -448,24 +452,6 @@ fn write_some(half: &Half, batch: &mut Batch, counters: &Counters) -> bool {
 mod tests {
     use super::*;
 
-    fn state() -> LaneState {
-        LaneState {
-            open: true,
-            ahead: 0,
-            batch: Batch::default(),
-            head: BytesMut::new(),
-            accepted: (0, 0),
-            queued: 0,
-            room_waiters: 0,
-            writing: false,
-            writer_parked: false,
-            mux_waiting: false,
-            closing: false,
-            idle_since: Instant::now(),
-            half: None,
-        }
-    }
-
     fn push(st: &mut LaneState, payload: &[u8]) {
         let t = Transmit {
             message: MultiplexMessage::Message(NetworkMessage::DirectSendMsg(DirectSendMsg {
@@ -502,7 +488,7 @@ mod tests {
     fn a_partly_written_batch_goes_back_in_front_in_order() {
         let counters = Counters::default();
         let room = Condvar::new();
-        let mut st = state();
+        let mut st = LaneState::new(None);
         push(&mut st, b"one");
         push(&mut st, b"two");
         let mut taken = st.take(&counters, &room);
