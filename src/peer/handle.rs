@@ -244,13 +244,15 @@ impl PeerHandle {
         data.len() <= self.shared().config.max_payload()
     }
 
-    /// Queues a direct send, waiting while the outbox is full (until the peer closes).
+    /// Queues a direct send, waiting while its queue is full (until the peer closes).
     ///
     /// A payload that fits one frame (`max_frame_size` less 64 bytes), sent while nothing
     /// accepted earlier waits in the outbox, is encoded on the calling thread straight into the
-    /// writer's queue; on an idle connection the calling thread also writes it (one
-    /// non-blocking system call), so no thread is woken. Larger payloads are streamed by the
-    /// mux. Either way the message keeps its place behind everything accepted before it.
+    /// lane in front of the writer (its queue, `outbox_capacity` messages); on an idle
+    /// connection the calling thread also writes it (one non-blocking system call), so no
+    /// thread is woken. Otherwise it goes through the outbox to the mux, which streams payloads
+    /// too large for one frame. Either way the message keeps its place behind everything this
+    /// thread had sent before.
     ///
     /// # Errors
     ///
@@ -264,7 +266,7 @@ impl PeerHandle {
             })
     }
 
-    /// Queues a direct send if the outbox has room.
+    /// Queues a direct send if its queue has room.
     ///
     /// # Errors
     ///
@@ -332,7 +334,7 @@ impl PeerHandle {
         }
     }
 
-    /// Queues a direct send, waiting at most `timeout` for room in the outbox.
+    /// Queues a direct send, waiting at most `timeout` for room in its queue.
     ///
     /// # Errors
     ///
