@@ -186,6 +186,7 @@ impl Reader {
                 Ok(stop.map_or(Read::Data(n), Read::Stop))
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Read::Drained),
+            // Interrupted before reading anything: read again, as after a full buffer.
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Read::Data(buf.len())),
             Err(e) => Err(e),
         }
