@@ -98,7 +98,8 @@ metrics! {
     /// Batches written whole by the thread that queued them, the connection being idle (the
     /// low-latency path: no thread woken).
     direct_batches,
-    /// Commands waiting in the outbox (a gauge, sampled at snapshot time).
+    /// Messages and commands waiting for the writer or the mux: fast-path sends in the lane
+    /// plus commands in the outbox (a gauge, sampled at snapshot time).
     outbox_depth,
     /// Batches the writer holds (a gauge: 0 or 1).
     writer_queue_depth,
