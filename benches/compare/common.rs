@@ -51,6 +51,17 @@ pub(crate) fn record(h: &mut Histogram<u64>, start: Instant) {
     h.saturating_record(start.elapsed().as_nanos().max(1) as u64);
 }
 
+/// CPU time this process has used so far, user and system, in seconds: fields 14 and 15 of
+/// `/proc/self/stat`, in clock ticks of 1/100 s (Linux's `USER_HZ`). Exited threads count.
+/// `None` where `/proc` is not there.
+pub(crate) fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// One queue-then-close run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ShutdownRun {

@@ -19,7 +19,8 @@
 //! each repetition), so a change in machine load hits all three. Sections:
 //!
 //! - latency: closed-loop round trips (64 B and 4 KiB direct-send echo, and RPC), percentiles of
-//!   all repetitions' samples merged into one histogram;
+//!   all repetitions' samples merged into one histogram, and the process's CPU time per round
+//!   trip (both ends, every thread; polling before parking shows here);
 //! - throughput: one-way direct sends (64 B, 4 KiB, 1 MiB, a streamed 64 MiB message), timed
 //!   until the receiving application has every message; median of the repetitions. The
 //!   receiving application is a thread reading the handler's channel, except in the row
@@ -146,6 +147,9 @@ pub(crate) struct Results {
     pub(crate) partial: bool,
     /// Per latency workload, one merged histogram per side.
     pub(crate) latency: Vec<(&'static str, Vec<Histogram<u64>>)>,
+    /// Per latency workload and side: process CPU seconds used and round trips made (warm-up
+    /// and the pair's set-up and close included).
+    pub(crate) latency_cpu: Vec<Vec<(f64, u64)>>,
     /// Per throughput workload: label, payload size, messages per run, seconds per run per side.
     pub(crate) throughput: Vec<(&'static str, usize, usize, Vec<Vec<f64>>)>,
     /// Shutdown runs per side: syncpeer, async original, async with the audit's fix, async
@@ -179,6 +183,7 @@ fn main() {
         .iter()
         .map(|(label, ..)| (*label, (0..3).map(|_| common::histogram()).collect()))
         .collect();
+    let mut latency_cpu = vec![vec![(0.0, 0u64); 3]; LATENCY.len()];
     let mut throughput: Vec<(&str, usize, usize, Vec<Vec<f64>>)> = plan
         .throughput
         .iter()
@@ -194,11 +199,17 @@ fn main() {
             }
             for side in rotation(rep, 3).filter(|&s| plan.runs_side(TRIO[s])) {
                 let (iters, warmup) = (plan.latency_iters, plan.latency_warmup);
+                let cpu_before = common::cpu_seconds();
                 let h = match side {
                     0 => sync_side::latency(kind, size, iters, warmup),
                     1 => async_side::latency(&rt, kind, size, iters, warmup),
                     _ => floor::latency(kind, size, iters, warmup),
                 };
+                if let (Some(a), Some(b)) = (cpu_before, common::cpu_seconds()) {
+                    let cpu = &mut latency_cpu[w][side];
+                    cpu.0 += b - a;
+                    cpu.1 += (iters + warmup) as u64;
+                }
                 latency[w].1[side].add(&h).expect("same histogram bounds");
             }
             eprintln!("  latency {label}: done");
@@ -261,6 +272,7 @@ fn main() {
         quick: plan.quick,
         partial: plan.only.is_some() || plan.side.is_some() || plan.size.is_some(),
         latency,
+        latency_cpu,
         throughput,
         shutdown,
         shutdown_messages: plan.shutdown_messages,

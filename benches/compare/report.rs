@@ -85,6 +85,21 @@ fn rows(r: &Results) -> Vec<Row> {
             });
         }
     }
+    for ((label, _), sides) in r.latency.iter().zip(&r.latency_cpu) {
+        let mut values = [None; 5];
+        for (side, &(cpu, trips)) in sides.iter().enumerate() {
+            if trips > 0 {
+                values[TRIO[side]] = Some(cpu / trips as f64 * 1e6);
+            }
+        }
+        rows.push(Row {
+            section: "latency",
+            metric: format!("{label} CPU per round trip"),
+            unit: "us",
+            better: Better::Lower,
+            values,
+        });
+    }
     for (label, size, n, secs) in &r.throughput {
         let mut msgs = [None; 5];
         let mut mbs = [None; 5];
