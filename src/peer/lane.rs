@@ -30,6 +30,16 @@
 //! writer. What a direct write cannot finish (`WouldBlock`, an error, a short write) goes back
 //! to the front of the lane for the writer, which owns waiting, deadlines and error handling.
 //!
+//! # Room
+//!
+//! The fast path holds at most `outbox_capacity` messages between two takes by the writer; a
+//! full lane makes `send` wait on `room` (woken when the writer takes the batch, by the close,
+//! or at the sender's deadline) and `try_send` report `Full`. It does not send them through
+//! the outbox instead: under overload that put the mux's per-message work back on the path,
+//! and its CPU time was taken from the receiving side of the same machine. The mux's own
+//! appends stop at [`HIGH_WATER`] bytes; it then waits on `room_rx` and stops reading the
+//! outbox, which is how the slow path backs up.
+//!
 //! # Close
 //!
 //! `open` refuses the fast path once a close has started (the outbox gate refuses the rest).
