@@ -37,12 +37,13 @@ const INBOUND_CAPACITY: usize = 128;
 /// served round-robin, as the original's upstream handlers are.
 pub type HandlerKey = (PeerId, ProtocolId);
 
-/// Where inbound messages of one protocol go: a crossbeam `Sender<Inbound>`, or a
+/// Where inbound messages of one protocol go: a crossbeam `Sender<Inbound>`, a
 /// [`keyed`](crate::keyed) sender keyed by [`HandlerKey`] (fair across peers, with a per-key
-/// FIFO, LIFO or KLAST policy).
+/// FIFO, LIFO or KLAST policy), or a function run on the connection's own thread
+/// ([`Handler::inline`]).
 ///
-/// Delivery never blocks: a message the handler cannot take (channel full, FIFO sub-queue
-/// full, or an older message evicted by KLAST/LIFO) is dropped, counted in
+/// Delivery to a channel or queue never blocks: a message the handler cannot take (channel
+/// full, FIFO sub-queue full, or an older message evicted by KLAST/LIFO) is dropped, counted in
 /// [`PeerMetrics::dropped_handler_full`](crate::PeerMetrics) and logged.
 #[derive(Clone)]
 pub struct Handler(HandlerKind);
