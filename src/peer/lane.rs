@@ -209,17 +209,11 @@ impl Lane {
         self.st.lock().ahead += 1;
     }
 
-    /// The outbox refused the command announced with [`begin_slow`](Lane::begin_slow).
+    /// The outbox (or the replies channel) refused what [`begin_slow`](Lane::begin_slow) or
+    /// [`hold`](Lane::hold) announced. (What the mux takes, it releases when appending.)
     pub(crate) fn cancel_slow(&self) {
-        self.release(1);
-    }
-
-    /// The mux has appended everything of `n` commands it took.
-    pub(crate) fn release(&self, n: u64) {
-        if n > 0 {
-            let mut st = self.st.lock();
-            st.ahead = st.ahead.saturating_sub(n);
-        }
+        let mut st = self.st.lock();
+        st.ahead = st.ahead.saturating_sub(1);
     }
 
     /// The writer has exited: no more direct writes.
