@@ -94,10 +94,9 @@ struct LaneState {
     batch: Batch,
     /// Scratch for encoding small frames; sealed into `batch` before it is taken.
     head: BytesMut,
-    /// Fast-path messages and payload bytes not yet added to the counters.
+    /// Fast-path messages and payload bytes queued since the writer last took the batch, not
+    /// yet added to the counters; the message count is also how full the fast path is.
     accepted: (u64, u64),
-    /// Fast-path messages queued since the writer last took the batch.
-    queued: usize,
     /// Senders waiting on `room`.
     room_waiters: usize,
     writing: bool,
@@ -161,7 +160,7 @@ impl Lane {
             if !st.open {
                 return Err(Why::Closed);
             }
-            if st.queued < self.capacity {
+            if st.queued() < self.capacity {
                 return Ok(());
             }
             st.room_waiters += 1;
@@ -173,7 +172,7 @@ impl Lane {
                 Some(d) => self.room.wait_until(&mut st, d).timed_out(),
             };
             st.room_waiters -= 1;
-            if timed_out && st.open && st.queued >= self.capacity {
+            if timed_out && st.open && st.queued() >= self.capacity {
                 return Err(Why::Timeout);
             }
         }
@@ -189,7 +188,7 @@ impl Lane {
         m.messages_accepted += n;
         m.bytes_accepted += bytes;
         m.direct_sends_accepted += n;
-        m.outbox_depth = st.queued as u64;
+        m.outbox_depth = n;
         m
     }
 
@@ -237,7 +236,6 @@ impl LaneState {
             batch: Batch::default(),
             head: BytesMut::new(),
             accepted: (0, 0),
-            queued: 0,
             room_waiters: 0,
             writing: false,
             writer_parked: false,
@@ -248,11 +246,16 @@ impl LaneState {
         }
     }
 
+    /// Fast-path messages queued since the writer last took the batch (they are counted as
+    /// accepted when it does).
+    fn queued(&self) -> usize {
+        self.accepted.0 as usize
+    }
+
     /// Seals and takes the batch, counting the fast-path messages in it as accepted (before
     /// any of them can be counted as written), and makes room for waiting senders.
     fn take(&mut self, counters: &Counters, room: &Condvar) -> Batch {
         self.batch.seal(&mut self.head);
-        self.queued = 0;
         if self.room_waiters > 0 {
             room.notify_all();
         }
@@ -296,7 +299,7 @@ impl Shared {
             Some(Why::Closed)
         } else if st.ahead > 0 || data.len() > lane.single_frame_max {
             Some(Why::Behind)
-        } else if st.queued >= lane.capacity {
+        } else if st.queued() >= lane.capacity {
             Some(Why::Full)
         } else {
             None
@@ -305,7 +308,6 @@ impl Shared {
             return Err(NotTaken { data, receipt, why });
         }
         let len = data.len();
-        st.queued += 1;
         st.accepted.0 += 1;
         st.accepted.1 += len as u64;
         let was_empty = st.batch.is_empty();
