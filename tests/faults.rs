@@ -77,17 +77,6 @@ fn finish(side: &Side) -> DrainReport {
     notice.report
 }
 
-/// Runs the test body with the binary's tests serialised, then checks that every thread it
-/// started has ended and no peer thread panicked.
-fn isolated(body: impl FnOnce()) {
-    let _serial = harness::serial();
-    harness::count_peer_panics();
-    let baseline = harness::peer_thread_count();
-    body();
-    harness::assert_peer_threads_back_to(baseline, Duration::from_secs(10));
-    assert_eq!(harness::peer_panics(), 0, "a peer thread panicked");
-}
-
 fn outcomes(receipts: Vec<Receipt>) -> (u64, u64) {
     let mut written = 0;
     let mut abandoned = 0;
@@ -107,7 +96,7 @@ fn frame_len(len: usize) -> u64 {
 
 #[test]
 fn eof_at_a_frame_boundary_is_connection_closed() {
-    isolated(|| {
+    harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(2)));
         relay.inject(Dir::AToB, Trigger::AtByte(frame_len(10)), Fault::Fail);
         a.handle.send(DIRECT, Bytes::from(vec![1; 10])).unwrap();
@@ -123,7 +112,7 @@ fn eof_at_a_frame_boundary_is_connection_closed() {
 
 #[test]
 fn eof_inside_a_frame_is_an_io_error() {
-    isolated(|| {
+    harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(2)));
         // Half of the frame reaches B, then both connections close.
         relay.inject(Dir::AToB, Trigger::AtByte(frame_len(100) / 2), Fault::Fail);
@@ -147,7 +136,7 @@ fn eof_inside_a_frame_is_an_io_error() {
 
 #[test]
 fn reader_error_while_running_is_an_io_error() {
-    isolated(|| {
+    harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(2)));
         a.handle
             .send(DIRECT, Bytes::from_static(b"before"))
@@ -180,7 +169,7 @@ fn reader_error_while_running_is_an_io_error() {
 
 #[test]
 fn writer_error_while_running_is_an_io_error() {
-    isolated(|| {
+    harness::isolated(|| {
         common::init_logging();
         let (sa, sb) = common::tcp_pair();
         let own = match &sa {
@@ -233,7 +222,7 @@ fn wait_writer_stuck(side: &Side) {
 
 #[test]
 fn writer_error_during_the_drain_abandons_the_rest() {
-    isolated(|| {
+    harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(10)));
         relay.inject(Dir::AToB, Trigger::Now, Fault::Stall);
         assert!(relay.wait_fired(Dir::AToB, WAIT));
@@ -273,7 +262,7 @@ fn writer_error_during_the_drain_abandons_the_rest() {
 
 #[test]
 fn reader_error_during_the_drain_ends_it_early() {
-    isolated(|| {
+    harness::isolated(|| {
         let (a, mut raw, relay) = relayed_raw(config(Duration::from_secs(10)));
         relay.inject(Dir::AToB, Trigger::Now, Fault::Stall);
         assert!(relay.wait_fired(Dir::AToB, WAIT));
@@ -312,7 +301,7 @@ fn reader_error_during_the_drain_ends_it_early() {
 
 #[test]
 fn write_timeout_fires_against_a_stalled_relay() {
-    isolated(|| {
+    harness::isolated(|| {
         let cfg = PeerConfig {
             write_timeout: Duration::from_millis(300),
             linger: Duration::from_millis(500),
@@ -344,7 +333,7 @@ fn write_timeout_fires_against_a_stalled_relay() {
 
 #[test]
 fn short_writes_deliver_everything_intact() {
-    isolated(|| {
+    harness::isolated(|| {
         let cfg = PeerConfig {
             max_frame_size: 4096,
             max_message_size: 64 * 1024,
@@ -385,7 +374,7 @@ fn short_writes_deliver_everything_intact() {
 #[test]
 fn the_relay_cuts_at_the_exact_byte() {
     use std::io::{Read, Write};
-    isolated(|| {
+    harness::isolated(|| {
         let (mut a, mut b, relay) = relay_pair();
         relay.inject(Dir::AToB, Trigger::AtByte(54), Fault::Fail);
         a.write_all(&[7u8; 109]).unwrap();

@@ -107,17 +107,6 @@ fn hostile(capacity: usize) -> (Side, Raw) {
     (side, raw)
 }
 
-/// Serialises the test, and checks afterwards that the peer's threads ended and none
-/// panicked.
-fn isolated(body: impl FnOnce()) {
-    let _serial = harness::serial();
-    harness::count_peer_panics();
-    let baseline = harness::peer_thread_count();
-    body();
-    harness::assert_peer_threads_back_to(baseline, Duration::from_secs(10));
-    assert_eq!(harness::peer_panics(), 0, "a peer thread panicked");
-}
-
 /// A frame around `body`, length prefix and all, with no checks (to craft bad ones).
 fn frame(body: &[u8]) -> Vec<u8> {
     let mut v = (body.len() as u32).to_be_bytes().to_vec();
@@ -355,7 +344,7 @@ fn kept_cases() -> Vec<Kept> {
 #[test]
 fn malformed_and_misbehaving_input_is_counted_and_the_connection_kept() {
     for case in kept_cases() {
-        isolated(|| {
+        harness::isolated(|| {
             let (side, mut raw) = hostile(64);
             let rss = harness::rss_kib();
             raw.send(&case.input);
@@ -427,7 +416,7 @@ fn closing_cases() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn framing_errors_close_with_an_io_error() {
     for (name, input) in closing_cases() {
-        isolated(|| {
+        harness::isolated(|| {
             let (side, mut raw) = hostile(64);
             let rss = harness::rss_kib();
             raw.send(&input);
@@ -446,7 +435,7 @@ fn framing_errors_close_with_an_io_error() {
 
 #[test]
 fn eof_at_a_frame_boundary_is_a_clean_close() {
-    isolated(|| {
+    harness::isolated(|| {
         let (side, mut raw) = hostile(64);
         raw.send(&encoded(&MultiplexMessage::Message(direct(b"last"))));
         raw.sock.shutdown(Shutdown::Write).unwrap();
@@ -462,7 +451,7 @@ fn eof_at_a_frame_boundary_is_a_clean_close() {
 
 #[test]
 fn a_flood_of_requests_past_the_limit_is_dropped_and_counted() {
-    isolated(|| {
+    harness::isolated(|| {
         let (side, mut raw) = hostile(64);
         let flood = 20;
         let input: Vec<u8> = (0..flood).flat_map(|i| request(i, &[i as u8])).collect();
@@ -508,7 +497,7 @@ fn a_flood_of_requests_past_the_limit_is_dropped_and_counted() {
 
 #[test]
 fn shutdown_against_a_remote_that_never_reads_ends_within_linger() {
-    isolated(|| {
+    harness::isolated(|| {
         let (side, raw) = hostile(64);
         let chunk = Bytes::from(vec![1u8; 60 * 1024]);
         // Far more than the socket buffers hold; the remote reads nothing.
@@ -542,7 +531,7 @@ fn shutdown_against_a_remote_that_never_reads_ends_within_linger() {
 
 #[test]
 fn shutdown_against_a_remote_that_sends_forever_ends_within_linger() {
-    isolated(|| {
+    harness::isolated(|| {
         let (side, raw) = hostile(1 << 16);
         let stop = Arc::new(AtomicBool::new(false));
         let mut sock = raw.sock.try_clone().unwrap();
@@ -582,7 +571,7 @@ fn shutdown_against_a_remote_that_sends_forever_ends_within_linger() {
 
 #[test]
 fn rpc_traffic_after_the_close_is_counted_not_lost() {
-    isolated(|| {
+    harness::isolated(|| {
         let (side, mut raw) = hostile(64);
         let h = side.handle.clone();
         let closing = harness::spawn_bounded("shutdown", move || {
@@ -623,7 +612,7 @@ fn rpc_traffic_after_the_close_is_counted_not_lost() {
 
 #[test]
 fn a_stream_cut_by_eof_is_discarded_with_a_clean_close() {
-    isolated(|| {
+    harness::isolated(|| {
         let (side, mut raw) = hostile(64);
         let input = [header(3, 2, direct(&[1; 10])), fragment(3, 1, &[2; 10])].concat();
         raw.send(&input);

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use syncpeer::proto::{FrameDecoder, MultiplexMessage, NetworkMessage};
 use syncpeer::{
-    Bytes, Delivery, DisconnectReason, Disconnected, DrainReport, Inbound, PeerConfig, RpcError,
-    SendError,
+    Bytes, Delivery, DisconnectReason, Disconnected, DrainReport, Inbound, PeerConfig, PendingRpc,
+    Responder, RpcError, SendError,
 };
 
 /// Repetitions of the audit scenario per initiator and transport.
@@ -393,20 +393,25 @@ fn abort_with_a_peer_remote_gives_one_notice_each() {
     }
 }
 
+/// A pair over `t` with `config`, A's RPC "q" in flight, and the request as B received it.
+fn pending_rpc(t: Transport, config: PeerConfig) -> (Side, Side, PendingRpc, Bytes, Responder) {
+    let (a, b) = pair_with(t, config, 64);
+    let pending = a
+        .handle
+        .rpc_start(RPC, Bytes::from_static(b"q"), WAIT)
+        .unwrap();
+    match recv(&b) {
+        Inbound::Request {
+            data, responder, ..
+        } => (a, b, pending, data, responder),
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
 #[test]
 fn close_waits_for_the_answer_to_an_inbound_rpc() {
     for t in TRANSPORTS {
-        let (a, b) = pair_with(t, PeerConfig::default(), 64);
-        let pending = a
-            .handle
-            .rpc_start(RPC, Bytes::from_static(b"q"), WAIT)
-            .unwrap();
-        let (data, responder) = match recv(&b) {
-            Inbound::Request {
-                data, responder, ..
-            } => (data, responder),
-            other => panic!("unexpected {other:?}"),
-        };
+        let (a, b, pending, data, responder) = pending_rpc(t, PeerConfig::default());
         assert_eq!(&data[..], b"q");
         // B starts its close with A's request unanswered: its drain waits for the answer.
         let hb = b.handle.clone();
@@ -436,14 +441,7 @@ fn close_waits_for_the_answer_to_an_inbound_rpc() {
 #[test]
 fn close_waits_for_the_response_to_an_outbound_rpc() {
     for t in TRANSPORTS {
-        let (a, b) = pair_with(t, PeerConfig::default(), 64);
-        let pending = a
-            .handle
-            .rpc_start(RPC, Bytes::from_static(b"q"), WAIT)
-            .unwrap();
-        let Inbound::Request { responder, .. } = recv(&b) else {
-            panic!("expected a request")
-        };
+        let (a, b, pending, _, responder) = pending_rpc(t, PeerConfig::default());
         // A closes while waiting for B's answer: the answer still reaches the caller.
         let ha = a.handle.clone();
         let closing = std::thread::spawn(move || ha.shutdown(DisconnectReason::StaleConnection));
@@ -474,14 +472,7 @@ fn rpcs_unanswered_by_linger_fail_with_disconnected() {
         ..PeerConfig::default()
     };
     for t in TRANSPORTS {
-        let (a, b) = pair_with(t, config.clone(), 64);
-        let pending = a
-            .handle
-            .rpc_start(RPC, Bytes::from_static(b"q"), WAIT)
-            .unwrap();
-        let Inbound::Request { responder, .. } = recv(&b) else {
-            panic!("expected a request")
-        };
+        let (a, b, pending, _, responder) = pending_rpc(t, config.clone());
         let h = a.handle.clone();
         let report = within("shutdown", WAIT, move || {
             h.shutdown(DisconnectReason::RequestedByPeerManager)
@@ -510,14 +501,7 @@ fn remote_close_does_not_wait_for_responses_that_cannot_come() {
         ..PeerConfig::default()
     };
     for t in TRANSPORTS {
-        let (a, b) = pair_with(t, config.clone(), 64);
-        let pending = a
-            .handle
-            .rpc_start(RPC, Bytes::from_static(b"q"), WAIT)
-            .unwrap();
-        let Inbound::Request { responder, .. } = recv(&b) else {
-            panic!("expected a request")
-        };
+        let (a, b, pending, _, responder) = pending_rpc(t, config.clone());
         drop(responder); // B will never answer
         let start = Instant::now();
         let hb = b.handle.clone();

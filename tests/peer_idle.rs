@@ -68,7 +68,9 @@ fn idle_connections_cost_no_cpu_after_spinning() {
     let used = connection_cpu_ticks() - before;
     assert!(used <= 5, "idle connections used {used} ticks in a second");
     for (a, b) in pairs {
-        a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
-        b.handle.join();
+        within("close", WAIT, move || {
+            a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+            b.handle.join()
+        });
     }
 }

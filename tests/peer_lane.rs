@@ -197,7 +197,10 @@ fn a_send_on_an_idle_connection_is_written_by_the_sending_thread() {
             }
         }
         assert!(direct, "{t:?}: no send was written by its own thread");
-        let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+        let h = a.handle.clone();
+        let report = within("shutdown", WAIT, move || {
+            h.shutdown(DisconnectReason::RequestedByPeerManager)
+        });
         assert!(report.is_clean(), "{t:?}: {report:?}");
     }
 }
@@ -264,9 +267,11 @@ fn inline_handlers_run_on_the_connection_threads() {
         assert_eq!(&reply[..], b"echo");
         assert_eq!(answered.load(Ordering::Relaxed), 1);
         assert_eq!(b.metrics().direct_sends_delivered, 100);
-        let report = a.shutdown(DisconnectReason::RequestedByPeerManager);
+        let report = within("shutdown", WAIT, move || {
+            a.shutdown(DisconnectReason::RequestedByPeerManager)
+        });
         assert!(report.is_clean(), "{t:?}: {report:?}");
-        b.join();
+        within("B's close", WAIT, move || b.join());
     }
 }
 
@@ -287,8 +292,10 @@ fn a_panicking_inline_handler_is_counted_and_the_connection_goes_on() {
         assert_eq!(index_of(m.data()), 7);
         assert_eq!(b.metrics().dropped_handler_full, 1, "{t:?}");
         assert!(!b.is_closed());
-        a.shutdown(DisconnectReason::RequestedByPeerManager);
-        let report = b.join();
+        within("shutdown", WAIT, move || {
+            a.shutdown(DisconnectReason::RequestedByPeerManager)
+        });
+        let report = within("B's close", WAIT, move || b.join());
         assert_eq!(report.reason, DisconnectReason::ConnectionClosed, "{t:?}");
     }
 }

@@ -52,6 +52,17 @@ fn request(side: &Side) -> (Bytes, Responder) {
     }
 }
 
+/// A calls B once more and B answers with `answer` at once; the call must succeed with it.
+#[track_caller]
+fn one_more_rpc_answered(a: &Side, b: &Side, answer: &'static [u8]) {
+    let h = a.handle.clone();
+    let next = std::thread::spawn(move || h.rpc(RPC, Bytes::from_static(b"next"), WAIT));
+    let (_, responder) = request(b);
+    responder.respond(Bytes::from_static(answer)).unwrap();
+    let result = within("rpc", WAIT, move || next.join().unwrap());
+    assert_eq!(result.as_deref(), Ok(answer));
+}
+
 #[test]
 fn concurrent_rpcs_both_ways_are_matched() {
     const N: usize = RPC_THREADS * RPCS_PER_THREAD;
@@ -119,12 +130,7 @@ fn rpc_times_out_and_the_late_response_is_ignored() {
         late.respond(Bytes::from_static(b"too late")).unwrap();
         // The reader sees responses in wire order: once the next RPC completes, the late one
         // has been handed to the mux, which counts it a moment later.
-        let h = a.handle.clone();
-        let next = std::thread::spawn(move || h.rpc(RPC, Bytes::from_static(b"next"), WAIT));
-        let (_, responder) = request(&b);
-        responder.respond(Bytes::from_static(b"on time")).unwrap();
-        let result = within("rpc", WAIT, move || next.join().unwrap());
-        assert_eq!(result.as_deref(), Ok(&b"on time"[..]));
+        one_more_rpc_answered(&a, &b, b"on time");
         eventually("the late response counted", || {
             let m = a.handle.metrics();
             m.unknown_responses == 1 && m.rpcs_succeeded == 1
@@ -335,12 +341,7 @@ fn late_responder_is_refused_and_sends_nothing() {
         assert_eq!(result, Err(RpcError::TimedOut), "{t:?}");
 
         // The connection works; the late answer was never written.
-        let h = a.handle.clone();
-        let next = std::thread::spawn(move || h.rpc(RPC, Bytes::from_static(b"n"), WAIT));
-        let (_, responder) = request(&b);
-        responder.respond(Bytes::from_static(b"ok")).unwrap();
-        let result = within("rpc", WAIT, move || next.join().unwrap());
-        assert_eq!(result.as_deref(), Ok(&b"ok"[..]));
+        one_more_rpc_answered(&a, &b, b"ok");
         let mb = b.handle.metrics();
         assert_eq!(mb.rpc_responses_accepted, 1, "{t:?}");
         assert_eq!(
@@ -365,12 +366,7 @@ fn dropped_responder_sends_nothing() {
         assert_eq!(result, Err(RpcError::TimedOut), "{t:?}");
 
         // Replies are handled in order: once the next answer is through, the drop was seen.
-        let h = a.handle.clone();
-        let next = std::thread::spawn(move || h.rpc(RPC, Bytes::from_static(b"n"), WAIT));
-        let (_, responder) = request(&b);
-        responder.respond(Bytes::from_static(b"ok")).unwrap();
-        let result = within("rpc", WAIT, move || next.join().unwrap());
-        assert_eq!(result.as_deref(), Ok(&b"ok"[..]));
+        one_more_rpc_answered(&a, &b, b"ok");
         let mb = b.handle.metrics();
         assert_eq!(
             (mb.rpc_responses_accepted, mb.inbound_rpcs_unanswered),

@@ -164,6 +164,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs the test body with the binary's tests serialised, then checks that every thread it
+/// started has ended and no peer thread panicked.
+pub fn isolated(body: impl FnOnce()) {
+    let _serial = serial();
+    count_peer_panics();
+    let baseline = peer_thread_count();
+    body();
+    assert_peer_threads_back_to(baseline, Duration::from_secs(10));
+    assert_eq!(peer_panics(), 0, "a peer thread panicked");
+}
+
 /// A thread whose result is awaited with a bound: `join` fails the test instead of hanging.
 pub struct Bounded<T> {
     name: String,
