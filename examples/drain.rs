@@ -43,7 +43,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let queued = start.elapsed();
         // Close at once, with votes still queued: the original's shutdown loses some here.
-        let report = sender.shutdown(DisconnectReason::RequestedByPeerManager);
+        let report = sender
+            .shutdown(DisconnectReason::RequestedByPeerManager)
+            .unwrap();
 
         let mut next = 0u64;
         while let Ok(Inbound::Message { data, .. }) = rx.recv_timeout(Duration::from_secs(10)) {

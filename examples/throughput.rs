@@ -109,8 +109,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rtts[rtts.len() / 2],
         rtts[rtts.len() * 99 / 100]
     );
-    sender.shutdown(DisconnectReason::RequestedByPeerManager);
-    receiver.join();
+    sender
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
+    receiver.join().unwrap();
     let _ = server.join();
 
     // 2. The receiving peer counts on its own reader thread: no hand-off to another thread.
@@ -137,7 +139,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         count.load(Ordering::Relaxed)
     };
     blast(&sender, messages, size, received, "inline handler")?;
-    sender.shutdown(DisconnectReason::RequestedByPeerManager);
-    receiver.join();
+    sender
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
+    receiver.join().unwrap();
     Ok(())
 }

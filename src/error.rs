@@ -129,6 +129,28 @@ impl fmt::Display for RespondError {
 
 impl std::error::Error for RespondError {}
 
+/// Why [`PeerHandle::join`](crate::PeerHandle::join) (or `shutdown`, `abort`) returned
+/// without the [`DrainReport`](crate::DrainReport).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinError {
+    /// Called on one of the connection's own threads (from an inline handler): waiting there
+    /// would wait for the thread itself. The close was started all the same; its report comes
+    /// through the `on_disconnect` channel, or from `join` on another thread.
+    OwnThread,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::OwnThread => {
+                f.write_str("cannot wait for a connection's close on one of its own threads")
+            }
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

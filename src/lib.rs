@@ -25,7 +25,7 @@
 //! assert_eq!(call.wait()?, Bytes::from_static(b"ping"));
 //!
 //! client.send(ProtocolId(0), Bytes::from_static(b"bye"))?;
-//! let report = client.shutdown(DisconnectReason::RequestedByPeerManager);
+//! let report = client.shutdown(DisconnectReason::RequestedByPeerManager)?;
 //! assert_eq!(report.messages_written, 2); // the request and the direct send
 //! assert!(report.is_clean());
 //! # drop(server);
@@ -75,7 +75,7 @@ pub mod proto;
 
 pub use bytes::Bytes;
 pub use config::{ConfigError, PeerConfig};
-pub use error::{RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
+pub use error::{JoinError, RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
 pub use network::{
     ConnectError, HandshakeError, HealthCheckConfig, Network, NetworkBuilder, NetworkConfig,
     NetworkEvent,

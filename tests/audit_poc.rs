@@ -141,7 +141,10 @@ fn syncpeer_never_loses_queued_messages_on_close() {
         for _ in 0..MESSAGES {
             a.handle.send(DIRECT, payload.clone()).expect("peer open");
         }
-        let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+        let report = a
+            .handle
+            .shutdown(DisconnectReason::RequestedByPeerManager)
+            .unwrap();
         assert_eq!(report.messages_abandoned, 0, "try {attempt}: {report:?}");
         assert_eq!(report.messages_accepted, MESSAGES as u64);
         assert_eq!(report.messages_written, MESSAGES as u64);

@@ -68,7 +68,7 @@ fn assert_balanced(r: &DrainReport) {
 #[track_caller]
 fn finish(side: &Side) -> DrainReport {
     let notice = disconnected(side);
-    assert_eq!(side.handle.join(), notice.report);
+    assert_eq!(side.handle.join().unwrap(), notice.report);
     assert!(
         side.disconnected.recv_timeout(WAIT).is_err(),
         "exactly one Disconnected"
@@ -230,7 +230,7 @@ fn writer_error_during_the_drain_abandons_the_rest() {
         wait_writer_stuck(&a);
         let h = a.handle.clone();
         let closing = spawn_bounded("shutdown", move || {
-            h.shutdown(DisconnectReason::StaleConnection)
+            h.shutdown(DisconnectReason::StaleConnection).unwrap()
         });
         wait_until("the close to start", WAIT, || a.handle.is_closed());
         // The reset reaches A's writer while it drains into a full socket.
@@ -271,7 +271,7 @@ fn reader_error_during_the_drain_ends_it_early() {
             .unwrap();
         let h = a.handle.clone();
         let closing = spawn_bounded("shutdown", move || {
-            h.shutdown(DisconnectReason::StaleConnection)
+            h.shutdown(DisconnectReason::StaleConnection).unwrap()
         });
         // A has written everything and half-closed; its reader waits for the remote's EOF,
         // which never comes. The reset ends that wait.
@@ -363,7 +363,10 @@ fn short_writes_deliver_everything_intact() {
             }
         }
         assert!(relay.forwarded(Dir::AToB) > 64 * 1024);
-        let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+        let report = a
+            .handle
+            .shutdown(DisconnectReason::RequestedByPeerManager)
+            .unwrap();
         assert!(report.is_clean());
         assert_eq!(report.messages_written, sizes.len() as u64);
         assert_eq!(finish(&b).reason, DisconnectReason::ConnectionClosed);

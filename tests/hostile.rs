@@ -387,7 +387,7 @@ fn malformed_and_misbehaving_input_is_counted_and_the_connection_kept() {
             );
             assert!(notice.report.is_clean(), "{}", case.name);
             assert_eq!(raw.frame(WAIT), None, "{}: unexpected frame", case.name);
-            assert_eq!(side.handle.join(), notice.report);
+            assert_eq!(side.handle.join().unwrap(), notice.report);
         });
     }
 }
@@ -424,7 +424,7 @@ fn framing_errors_close_with_an_io_error() {
             let _ = raw.sock.shutdown(Shutdown::Write);
             let notice = side.disconnected.recv_timeout(WAIT).expect(name);
             assert_eq!(notice.reason, DisconnectReason::InputOutputError, "{name}");
-            assert_eq!(side.handle.join(), notice.report, "{name}");
+            assert_eq!(side.handle.join().unwrap(), notice.report, "{name}");
             raw.expect_closed();
             let m = side.handle.metrics();
             assert_eq!(m.frames_in + m.malformed_frames, 0, "{name}: {m:?}");
@@ -491,7 +491,7 @@ fn a_flood_of_requests_past_the_limit_is_dropped_and_counted() {
             side.inbound.recv_timeout(WAIT).unwrap(),
             Inbound::Request { .. }
         ));
-        side.handle.abort();
+        side.handle.abort().unwrap();
     });
 }
 
@@ -513,7 +513,8 @@ fn shutdown_against_a_remote_that_never_reads_ends_within_linger() {
         let started = Instant::now();
         let report = side
             .handle
-            .shutdown(DisconnectReason::RequestedByPeerManager);
+            .shutdown(DisconnectReason::RequestedByPeerManager)
+            .unwrap();
         assert!(started.elapsed() < LINGER + MARGIN, "{report:?}");
         assert_eq!(report.reason, DisconnectReason::RequestedByPeerManager);
         assert!(report.messages_abandoned > 0, "{report:?}");
@@ -553,7 +554,8 @@ fn shutdown_against_a_remote_that_sends_forever_ends_within_linger() {
         let started = Instant::now();
         let report = side
             .handle
-            .shutdown(DisconnectReason::RequestedByPeerManager);
+            .shutdown(DisconnectReason::RequestedByPeerManager)
+            .unwrap();
         let took = started.elapsed();
         assert!(took < LINGER + MARGIN, "took {took:?}");
         assert!(
@@ -576,6 +578,7 @@ fn rpc_traffic_after_the_close_is_counted_not_lost() {
         let h = side.handle.clone();
         let closing = harness::spawn_bounded("shutdown", move || {
             h.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
         });
         // The peer has drained (nothing to send) and half-closed: its mux no longer handles
         // RPC traffic, but its reader reads until our EOF.

@@ -550,7 +550,7 @@ fn close_after_eof_does_not_wait_for_rpc_responses() {
         .unwrap();
     let _held = common::recv(&b); // b's application holds the request, never answers
     let started = Instant::now();
-    b.handle.abort();
+    b.handle.abort().unwrap();
     let closed = common::disconnected(&a);
     assert_eq!(closed.reason, DisconnectReason::ConnectionClosed);
     assert!(
@@ -561,6 +561,6 @@ fn close_after_eof_does_not_wait_for_rpc_responses() {
     assert_eq!(pending.wait(), Err(syncpeer::RpcError::Disconnected));
     assert_eq!(closed.report.rpcs_failed_at_close, 1);
     // Leave no thread behind for the thread-count test.
-    a.handle.join();
-    b.handle.join();
+    a.handle.join().unwrap();
+    b.handle.join().unwrap();
 }

@@ -38,7 +38,10 @@ fn direct_sends_arrive_in_order_both_ways() {
             }
             assert_eq!(&recv(&a).data()[..], (1000 + i).to_be_bytes());
         }
-        let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+        let report = a
+            .handle
+            .shutdown(DisconnectReason::RequestedByPeerManager)
+            .unwrap();
         assert_eq!(report.messages_accepted, 100);
         assert_eq!(report.messages_written, 100);
         assert!(report.is_clean());
@@ -183,7 +186,9 @@ fn backlog_behind_a_slow_reader_arrives_intact() {
         assert_eq!(r.wait_timeout(WAIT), Some(syncpeer::Delivery::Written));
     }
     assert_eq!(reader.join().unwrap(), N);
-    let report = peer.shutdown(DisconnectReason::RequestedByPeerManager);
+    let report = peer
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
     assert_eq!(report.messages_written, u64::from(N));
     assert!(report.is_clean());
 }

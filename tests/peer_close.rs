@@ -76,7 +76,7 @@ fn audit_round(t: Transport, who: Initiator, round: u64) -> u64 {
                 for i in 0..MESSAGES {
                     ah.send(DIRECT, numbered(i, SIZE)).unwrap();
                 }
-                ah.shutdown(reason)
+                ah.shutdown(reason).unwrap()
             });
             assert_eq!(report.reason, reason, "{context}");
             let notice = one_notice(&a_notices);
@@ -116,7 +116,9 @@ fn audit_round(t: Transport, who: Initiator, round: u64) -> u64 {
             let first = b.inbound.recv_timeout(WAIT).expect("first message");
             assert_eq!(index_of(first.data()), 0);
             let hb = b.handle.clone();
-            let b_report = within("remote shutdown", WAIT, move || hb.shutdown(reason));
+            let b_report = within("remote shutdown", WAIT, move || {
+                hb.shutdown(reason).unwrap()
+            });
             assert_eq!(b_report.reason, reason, "{context}");
             let accepted = within("sender", WAIT, move || sender.join().unwrap());
             let notice = one_notice(&a_notices);
@@ -125,7 +127,7 @@ fn audit_round(t: Transport, who: Initiator, round: u64) -> u64 {
                 DisconnectReason::ConnectionClosed,
                 "{context}"
             );
-            assert_eq!(ah.join(), notice.report);
+            assert_eq!(ah.join().unwrap(), notice.report);
             assert_received_in_order(&b, 1, accepted, &context);
             let b_notice = one_notice(&b.disconnected);
             assert_eq!(b_notice.report, b_report);
@@ -251,7 +253,7 @@ fn stalled_remote_close_is_bounded_by_linger_and_counts_abandoned() {
         let start = Instant::now();
         let h2 = h.clone();
         let report = within("shutdown", linger + WAIT, move || {
-            h2.shutdown(DisconnectReason::StaleConnection)
+            h2.shutdown(DisconnectReason::StaleConnection).unwrap()
         });
         let took = start.elapsed();
         let context = format!("{t:?}: {report:?}");
@@ -303,7 +305,7 @@ fn abort_with_a_stalled_remote_returns_promptly_and_cancels_rpcs() {
 
         let start = Instant::now();
         let h2 = h.clone();
-        let report = within("abort", WAIT, move || h2.abort());
+        let report = within("abort", WAIT, move || h2.abort().unwrap());
         let took = start.elapsed();
         let context = format!("{t:?}: {report:?}");
         assert!(
@@ -350,8 +352,11 @@ fn abort_with_a_stalled_remote_returns_promptly_and_cancels_rpcs() {
         assert!(notice.report.aborted);
         assert_eq!(notice.report, report);
         // Closing again changes nothing.
-        assert_eq!(h.abort(), report);
-        assert_eq!(h.shutdown(DisconnectReason::StaleConnection), report);
+        assert_eq!(h.abort().unwrap(), report);
+        assert_eq!(
+            h.shutdown(DisconnectReason::StaleConnection).unwrap(),
+            report
+        );
         drop(raw);
     }
 }
@@ -370,7 +375,7 @@ fn abort_with_a_peer_remote_gives_one_notice_each() {
             panic!("expected a request")
         };
         let h = a.handle.clone();
-        let report = within("abort", WAIT, move || h.abort());
+        let report = within("abort", WAIT, move || h.abort().unwrap());
         // Unanswered, so that B's own close does not wait for it.
         drop(responder);
         assert!(report.aborted);
@@ -415,7 +420,8 @@ fn close_waits_for_the_answer_to_an_inbound_rpc() {
         assert_eq!(&data[..], b"q");
         // B starts its close with A's request unanswered: its drain waits for the answer.
         let hb = b.handle.clone();
-        let closing = std::thread::spawn(move || hb.shutdown(DisconnectReason::StaleConnection));
+        let closing =
+            std::thread::spawn(move || hb.shutdown(DisconnectReason::StaleConnection).unwrap());
         eventually("B closing", || b.handle.is_closed());
         assert!(
             b.handle.send(DIRECT, Bytes::from_static(b"no")).is_err(),
@@ -444,7 +450,8 @@ fn close_waits_for_the_response_to_an_outbound_rpc() {
         let (a, b, pending, _, responder) = pending_rpc(t, PeerConfig::default());
         // A closes while waiting for B's answer: the answer still reaches the caller.
         let ha = a.handle.clone();
-        let closing = std::thread::spawn(move || ha.shutdown(DisconnectReason::StaleConnection));
+        let closing =
+            std::thread::spawn(move || ha.shutdown(DisconnectReason::StaleConnection).unwrap());
         eventually("A closing", || a.handle.is_closed());
         responder
             .respond(Bytes::from_static(b"late but in linger"))
@@ -476,6 +483,7 @@ fn rpcs_unanswered_by_linger_fail_with_disconnected() {
         let h = a.handle.clone();
         let report = within("shutdown", WAIT, move || {
             h.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
         });
         assert!(report.drain_duration >= linger, "{t:?}: {report:?}");
         assert_eq!(report.rpcs_failed_at_close, 1);
@@ -506,7 +514,7 @@ fn remote_close_does_not_wait_for_responses_that_cannot_come() {
         let start = Instant::now();
         let hb = b.handle.clone();
         let b_report = within("B shutdown", WAIT, move || {
-            hb.shutdown(DisconnectReason::StaleConnection)
+            hb.shutdown(DisconnectReason::StaleConnection).unwrap()
         });
         // Once B's EOF has reached A, no response can come: A's pending RPC fails at once
         // instead of holding both closes for A's linger.
@@ -536,7 +544,7 @@ fn concurrent_closes_share_one_report() {
             .iter()
             .map(|&reason| {
                 let h = a.handle.clone();
-                std::thread::spawn(move || h.shutdown(reason))
+                std::thread::spawn(move || h.shutdown(reason).unwrap())
             })
             .collect();
         let reports = within("shutdowns", WAIT, move || {

@@ -69,8 +69,10 @@ fn idle_connections_cost_no_cpu_after_spinning() {
     assert!(used <= 5, "idle connections used {used} ticks in a second");
     for (a, b) in pairs {
         within("close", WAIT, move || {
-            a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
-            b.handle.join()
+            a.handle
+                .shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap();
+            b.handle.join().unwrap()
         });
     }
 }

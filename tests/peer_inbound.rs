@@ -299,7 +299,7 @@ fn length_prefix_over_max_frame_size_closes_with_io_error() {
             raw.read_to_eof().is_empty(),
             "nothing is sent, the socket is half-closed"
         );
-        assert_eq!(h.join(), notice.report);
+        assert_eq!(h.join().unwrap(), notice.report);
     }
 }
 

@@ -166,7 +166,7 @@ fn acceptance_order_is_wire_order_across_fast_and_slow_paths() {
         );
         let m = h.metrics();
         assert!(m.direct_sends_accepted > 0 && m.rpc_requests_accepted > 0);
-        let report = within("abort", WAIT, move || h.abort());
+        let report = within("abort", WAIT, move || h.abort().unwrap());
         assert_eq!(
             report.messages_written + report.messages_abandoned,
             report.messages_accepted
@@ -200,6 +200,7 @@ fn a_send_on_an_idle_connection_is_written_by_the_sending_thread() {
         let h = a.handle.clone();
         let report = within("shutdown", WAIT, move || {
             h.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
         });
         assert!(report.is_clean(), "{t:?}: {report:?}");
     }
@@ -269,9 +270,10 @@ fn inline_handlers_run_on_the_connection_threads() {
         assert_eq!(b.metrics().direct_sends_delivered, 100);
         let report = within("shutdown", WAIT, move || {
             a.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
         });
         assert!(report.is_clean(), "{t:?}: {report:?}");
-        within("B's close", WAIT, move || b.join());
+        within("B's close", WAIT, move || b.join().unwrap());
     }
 }
 
@@ -294,8 +296,9 @@ fn a_panicking_inline_handler_is_counted_and_the_connection_goes_on() {
         assert!(!b.is_closed());
         within("shutdown", WAIT, move || {
             a.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
         });
-        let report = within("B's close", WAIT, move || b.join());
+        let report = within("B's close", WAIT, move || b.join().unwrap());
         assert_eq!(report.reason, DisconnectReason::ConnectionClosed, "{t:?}");
     }
 }

@@ -61,6 +61,7 @@ fn counters_follow_a_simple_exchange() {
         let h = a.handle.clone();
         let report = within("shutdown", WAIT, move || {
             h.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
         });
         let b_notice = one_notice(&b.disconnected);
         one_notice(&a.disconnected);

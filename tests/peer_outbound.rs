@@ -68,7 +68,7 @@ fn full_outbox_hands_the_payload_back() {
         assert_eq!(h.metrics().messages_accepted, accepted, "{t:?}");
 
         let h2 = h.clone();
-        let report = within("abort", WAIT, move || h2.abort());
+        let report = within("abort", WAIT, move || h2.abort().unwrap());
         assert!(report.aborted);
         assert_eq!(report.messages_accepted, accepted, "{t:?}");
         assert_eq!(
@@ -115,7 +115,7 @@ fn every_send_is_refused_after_shutdown_with_the_payload() {
             .unwrap();
         let h = a.handle.clone();
         let report = within("shutdown", WAIT, move || {
-            h.shutdown(DisconnectReason::StaleConnection)
+            h.shutdown(DisconnectReason::StaleConnection).unwrap()
         });
         assert_eq!(report.reason, DisconnectReason::StaleConnection);
         assert_eq!(report.messages_written, 1);
@@ -148,7 +148,7 @@ fn every_send_is_refused_after_shutdown_with_the_payload() {
         );
         // Nothing refused was counted, and the report is stable.
         assert_eq!(a.handle.metrics().messages_accepted, 1);
-        assert_eq!(a.handle.join(), report);
+        assert_eq!(a.handle.join().unwrap(), report);
         assert_eq!(recv(&b).data(), &Bytes::from_static(b"before"));
         assert_eq!(
             one_notice(&b.disconnected).reason,
@@ -253,6 +253,7 @@ fn blocked_send_is_woken_by_the_close_with_its_payload() {
         let h3 = h.clone();
         let report = within("shutdown", WAIT, move || {
             h3.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
         });
         match within("blocked send", WAIT, move || blocked.join().unwrap()) {
             Err(SendError::Closed(back)) => assert!(same_buffer(&back, &payload), "{t:?}"),

@@ -297,8 +297,10 @@ fn run_pair(name: String, plan: Plan, size: Size, mut rng: Rng) -> PairResult {
         actions.push(spawn_bounded(format!("close-{side}"), move || {
             std::thread::sleep(Duration::from_millis(delay));
             match close {
-                Close::Shutdown => handle.map(|h| h.shutdown(DisconnectReason::StaleConnection)),
-                Close::Abort => handle.map(|h| h.abort()),
+                Close::Shutdown => {
+                    handle.map(|h| h.shutdown(DisconnectReason::StaleConnection).unwrap())
+                }
+                Close::Abort => handle.map(|h| h.abort().unwrap()),
                 Close::HandleDrop => {
                     stop.store(true, Relaxed);
                     drop(handle);
@@ -336,7 +338,7 @@ fn run_pair(name: String, plan: Plan, size: Size, mut rng: Rng) -> PairResult {
         }
         rig.stop.store(true, Relaxed);
         let metrics = rig.handle.map(|h| {
-            let report = h.join();
+            let report = h.join().unwrap();
             if report != notice.report {
                 failures.push(format!("side {side}: join() and the notice disagree"));
             }

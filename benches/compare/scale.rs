@@ -155,7 +155,8 @@ fn sync_run(pairs: usize) -> ScaleRun {
             let handles = handles.clone();
             thread::spawn(move || {
                 for h in handles.iter().skip(k).step_by(CLOSERS) {
-                    h.shutdown(DisconnectReason::RequestedByPeerManager);
+                    h.shutdown(DisconnectReason::RequestedByPeerManager)
+                        .unwrap();
                 }
             })
         })

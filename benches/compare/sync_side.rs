@@ -78,7 +78,9 @@ pub(crate) fn latency(kind: Kind, size: usize, iters: usize, warmup: usize) -> H
             record(&mut h, start);
         }
     }
-    a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+    a.handle
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
     server.join().expect("echo thread");
     h
 }
@@ -103,8 +105,10 @@ pub(crate) fn throughput(size: usize, n: usize) -> f64 {
         a.handle.send(DIRECT, data.clone()).expect("send");
     }
     let done = counter.join().expect("counter thread");
-    a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
-    b.handle.join();
+    a.handle
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
+    b.handle.join().unwrap();
     (done - start).as_secs_f64()
 }
 
@@ -136,8 +140,10 @@ pub(crate) fn throughput_inline(size: usize, n: usize) -> f64 {
     let done = done_rx
         .recv_timeout(Duration::from_secs(60))
         .expect("every message counted within a minute");
-    a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
-    b.join();
+    a.handle
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
+    b.join().unwrap();
     (done - start).as_secs_f64()
 }
 
@@ -166,7 +172,10 @@ pub(crate) fn shutdown(size: usize, n: usize) -> ShutdownRun {
     }
     let queued_at_close = a.handle.metrics().outbox_depth;
     let close = Instant::now();
-    let report = a.handle.shutdown(DisconnectReason::RequestedByPeerManager);
+    let report = a
+        .handle
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
     let closed = Instant::now();
     let (received, last) = counter.join().expect("counter thread");
     ShutdownRun {

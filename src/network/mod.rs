@@ -254,7 +254,9 @@ impl Inner {
             }
             Err(conn) => {
                 drop(registry);
-                conn.handle
+                // Not on one of its threads: the connection was only just spawned.
+                let _ = conn
+                    .handle
                     .shutdown(DisconnectReason::RequestedByPeerManager);
                 Err(ConnectError::ShuttingDown)
             }
@@ -376,7 +378,8 @@ impl Network {
     /// (bounded by `linger`). A connection waiting to replace it is closed too. The report
     /// also arrives as [`NetworkEvent::Disconnected`].
     ///
-    /// Returns `None` if the peer has no connection.
+    /// Returns `None` if the peer has no connection, or if called from an inline handler of
+    /// that connection (the close is started, not waited for: see [`PeerHandle::join`]).
     pub fn disconnect(&self, peer: PeerId, reason: DisconnectReason) -> Option<DrainReport> {
         let conns = self.inner.registry.lock().of_peer(&peer);
         let (current, rest) = conns.split_first()?;
@@ -384,7 +387,7 @@ impl Network {
         for c in rest {
             c.handle.close(reason);
         }
-        Some(current.handle.join())
+        current.handle.join().ok()
     }
 
     /// Queues one message to every connected peer without blocking, sharing `data`'s buffer
@@ -455,7 +458,7 @@ impl Network {
         }
         let reports: Vec<_> = conns
             .iter()
-            .map(|c| (c.info.peer_id, c.handle.join()))
+            .filter_map(|c| Some((c.info.peer_id, c.handle.join().ok()?)))
             .collect();
         let _ = self.inner.control.send(Control::Stop);
         if monitor.join().is_err() {

@@ -204,7 +204,11 @@ impl Monitor {
         let t = self.conns.swap_remove(i);
         // The report is published before the notice is sent, so this returns at once; it
         // also joins the connection's threads.
-        let report = t.conn.handle.join();
+        let report = t
+            .conn
+            .handle
+            .join()
+            .expect("the monitor is not one of the connection's threads");
         let (reason, report) = match notice {
             Some(n) => (n.reason, n.report),
             None => (report.reason, report),

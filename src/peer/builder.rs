@@ -257,7 +257,11 @@ impl PeerBuilder {
         let handlers = Handlers(self.handlers.into());
 
         let writer = Writer::new(shared.clone(), write_half, writer_poll);
-        let writer = spawn_named("syncpeer-writer", move || writer.run())?;
+        let own = shared.clone();
+        let writer = spawn_named("syncpeer-writer", move || {
+            super::mark_own_thread(&own);
+            writer.run()
+        })?;
         let reader = Reader::new(
             shared.clone(),
             read_half,
@@ -266,7 +270,11 @@ impl PeerBuilder {
             inbound_tx,
             reader_done_tx,
         );
-        let reader = match spawn_named("syncpeer-reader", move || reader.run()) {
+        let own = shared.clone();
+        let reader = match spawn_named("syncpeer-reader", move || {
+            super::mark_own_thread(&own);
+            reader.run()
+        }) {
             Ok(r) => r,
             Err(e) => {
                 shared.begin_close(super::DisconnectReason::InputOutputError, true);
@@ -278,6 +286,7 @@ impl PeerBuilder {
         let on_disconnect = self.on_disconnect;
         let mux_shared = shared.clone();
         let mux_thread = spawn_named("syncpeer-mux", move || {
+            super::mark_own_thread(&mux.shared);
             mux.run_and_close(writer, reader, reader_done_rx, on_disconnect)
         });
         let mux_thread = match mux_thread {

@@ -14,7 +14,7 @@ use super::gate::GateError;
 use super::lane::{NotTaken, Why};
 use super::shared::{Command, Reply, RpcCommand, RpcTx, Shared};
 use super::{DisconnectReason, DrainReport, PeerId, PeerMetrics};
-use crate::error::{RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
+use crate::error::{JoinError, RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
 use crate::proto::ProtocolId;
 
 /// The terminal outcome of one message sent with a receipt.
@@ -490,7 +490,12 @@ impl PeerHandle {
     /// Closes gracefully: refuses new sends, delivers everything accepted, waits for RPCs in
     /// flight, all within `linger`, then returns the report. If a close is already under way,
     /// waits for it (its reason stands).
-    pub fn shutdown(&self, reason: DisconnectReason) -> DrainReport {
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::OwnThread`] when called on one of the connection's own threads (inside an
+    /// inline handler): the close is started, but not waited for.
+    pub fn shutdown(&self, reason: DisconnectReason) -> Result<DrainReport, JoinError> {
         self.shared().begin_close(reason, false);
         self.join()
     }
@@ -505,21 +510,34 @@ impl PeerHandle {
 
     /// Closes at once: writes nothing more, fails every waiting RPC, and reports every
     /// accepted message not yet written as abandoned.
-    pub fn abort(&self) -> DrainReport {
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::OwnThread`] on one of the connection's own threads, as for
+    /// [`shutdown`](PeerHandle::shutdown).
+    pub fn abort(&self) -> Result<DrainReport, JoinError> {
         self.shared()
             .begin_close(DisconnectReason::RequestedByPeerManager, true);
         self.join()
     }
 
     /// Blocks until the connection has closed (by whatever cause) and returns the report.
-    pub fn join(&self) -> DrainReport {
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::OwnThread`] on one of the connection's own threads (inside an inline
+    /// handler), where waiting would wait for the thread itself.
+    pub fn join(&self) -> Result<DrainReport, JoinError> {
+        if super::is_own_thread(&self.inner.shared) {
+            return Err(JoinError::OwnThread);
+        }
         let report = self.shared().wait_report();
         if let Some(t) = self.inner.mux_thread.lock().take() {
             // The mux thread has published the report and is returning; a panic there was
             // already turned into the report.
             let _ = t.join();
         }
-        report
+        Ok(report)
     }
 
     /// True once a close has started.

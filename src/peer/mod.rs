@@ -47,7 +47,9 @@
 //! `abort` is the same sequence with a deadline of now: nothing more is written, every queued
 //! message is counted as abandoned and every waiting RPC fails with `RpcError::Cancelled`.
 
+use std::cell::Cell;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,6 +73,21 @@ pub use builder::{Handler, HandlerKey, Peer, PeerBuilder};
 pub use handle::{Delivery, PeerHandle, PendingRpc, Receipt, Responder};
 pub use metrics::PeerMetrics;
 pub use socket::Socket;
+
+thread_local! {
+    /// The connection whose thread this is (the address of its shared state), 0 elsewhere.
+    static OWN_CONNECTION: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as one of `shared`'s connection threads.
+fn mark_own_thread(shared: &Arc<shared::Shared>) {
+    OWN_CONNECTION.with(|c| c.set(Arc::as_ptr(shared) as usize));
+}
+
+/// True on one of `shared`'s connection threads, where waiting for its close would deadlock.
+fn is_own_thread(shared: &Arc<shared::Shared>) -> bool {
+    OWN_CONNECTION.with(|c| c.get() == Arc::as_ptr(shared) as usize)
+}
 
 /// A peer's identity: 32 bytes, shown as the first 4 in hex (as the original's `short_str`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
