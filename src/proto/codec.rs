@@ -24,8 +24,11 @@ pub const LENGTH_PREFIX: usize = 4;
 /// How many bytes of an undecodable frame are kept for the error (as the original does).
 const KEPT_PREFIX: usize = 8;
 
-/// Frames shorter than this are decoded into payloads of their own (copied); longer ones share
-/// the receive buffer. See [`MultiplexMessage::decode_copied`] for why.
+/// Frames shorter than this are decoded into payloads of their own (copied, see
+/// [`MultiplexMessage::decode_copied`] for why); longer ones are collected in a buffer of their
+/// own, of exactly their length, and their payloads share it. No payload handed out ever shares
+/// memory with another frame, so a small message the application keeps pins only its own frame,
+/// never a multi-megabyte receive buffer.
 const COPY_FRAMES_BELOW: usize = 1024;
 
 /// A frame the decoder could not use.
@@ -106,7 +109,11 @@ enum DecodeState {
 /// [`decode`](FrameDecoder::decode) until it returns `Ok(None)` ("not enough bytes yet").
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Length prefixes and small frames; never shared, so its memory is reused.
     buf: BytesMut,
+    /// The frame being collected, if it is at least [`COPY_FRAMES_BELOW`] long: allocated at
+    /// its exact length once the prefix is known, filled before `buf`.
+    frame: BytesMut,
     state: DecodeState,
     max_frame_size: usize,
 }
@@ -116,13 +123,21 @@ impl FrameDecoder {
     pub fn new(max_frame_size: usize) -> FrameDecoder {
         FrameDecoder {
             buf: BytesMut::new(),
+            frame: BytesMut::new(),
             state: DecodeState::Header,
             max_frame_size,
         }
     }
 
     /// Appends received bytes.
-    pub fn extend(&mut self, data: &[u8]) {
+    pub fn extend(&mut self, mut data: &[u8]) {
+        if let DecodeState::Payload { len } = self.state
+            && len >= COPY_FRAMES_BELOW
+        {
+            let take = (len - self.frame.len()).min(data.len());
+            self.frame.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
         self.buf.extend_from_slice(data);
     }
 
@@ -133,7 +148,7 @@ impl FrameDecoder {
 
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.frame.len()
     }
 
     /// The next complete frame's message, `Ok(None)` if more bytes are needed.
@@ -155,18 +170,22 @@ impl FrameDecoder {
                         max: self.max_frame_size,
                     });
                 }
-                // Reserve only now that the length is known to be within the limit.
-                self.buf.reserve(len.saturating_sub(self.buf.len()));
+                // Allocate only now that the length is known to be within the limit.
+                if len >= COPY_FRAMES_BELOW {
+                    let take = len.min(self.buf.len());
+                    self.frame = BytesMut::with_capacity(len);
+                    self.frame.extend_from_slice(&self.buf[..take]);
+                    self.buf.advance(take);
+                }
                 self.state = DecodeState::Payload { len };
                 len
             }
             DecodeState::Payload { len } => len,
         };
-        if self.buf.len() < len {
-            return Ok(None);
-        }
-        self.state = DecodeState::Header;
         let decoded = if len < COPY_FRAMES_BELOW {
+            if self.buf.len() < len {
+                return Ok(None);
+            }
             let decoded = MultiplexMessage::decode_copied(&self.buf[..len]);
             let prefix = decoded
                 .is_err()
@@ -174,9 +193,13 @@ impl FrameDecoder {
             self.buf.advance(len);
             decoded.map_err(|e| (e, prefix.unwrap_or_default()))
         } else {
-            let frame = self.buf.split_to(len).freeze();
+            if self.frame.len() < len {
+                return Ok(None);
+            }
+            let frame = std::mem::take(&mut self.frame).freeze();
             MultiplexMessage::decode(&frame).map_err(|e| (e, frame.slice(..len.min(KEPT_PREFIX))))
         };
+        self.state = DecodeState::Header;
         decoded
             .map(Some)
             .map_err(|(error, prefix)| FrameError::Malformed { error, len, prefix })
