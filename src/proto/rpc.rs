@@ -82,9 +82,7 @@ impl<R> PendingRpcs<R> {
             id = RequestId(id.0.wrapping_add(1));
         }
         self.next_id = id.0.wrapping_add(1);
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let deadline = super::deadline_after(now, timeout);
         self.deadlines.insert((deadline, id));
         self.pending.insert(
             id,
@@ -238,7 +236,7 @@ impl InboundRpcs {
         }
         let slot = self.next_slot;
         self.next_slot += 1;
-        let deadline = now + self.timeout;
+        let deadline = super::deadline_after(now, self.timeout);
         self.deadlines.insert((deadline, slot));
         self.waiting.insert(
             slot,
@@ -401,5 +399,17 @@ mod tests {
         let d = t.admit(now, RequestId(8), 0).unwrap();
         assert!(t.abandon(d.slot));
         assert!(!t.abandon(d.slot));
+    }
+
+    #[test]
+    fn duration_max_means_no_limit_not_a_panic() {
+        let now = Instant::now();
+        let mut out = PendingRpcs::new(1);
+        out.start(now, P, Duration::MAX, ()).unwrap();
+        assert!(out.next_deadline().unwrap() > now + Duration::from_secs(86_400 * 365));
+        let mut inbound = InboundRpcs::new(1, Duration::MAX);
+        let a = inbound.admit(now, RequestId(1), 0).unwrap();
+        assert!(a.deadline > now + Duration::from_secs(86_400 * 365));
+        assert_eq!(inbound.expire(now + Duration::from_secs(3600)), 0);
     }
 }
