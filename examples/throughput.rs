@@ -46,10 +46,10 @@ fn blast(
     );
     let m = sender.metrics();
     println!(
-        "  sender: {} write calls, {:.1} messages per write, {} written by the sending thread",
+        "  sender: {} write calls, {:.1} messages per write, {:.1} batches per write",
         m.write_calls,
         m.messages_written as f64 / m.write_calls.max(1) as f64,
-        m.direct_batches
+        m.write_batches as f64 / m.write_calls.max(1) as f64
     );
     Ok(())
 }

@@ -210,7 +210,7 @@ proptest! {
             match d.decode() {
                 Ok(Some(m)) => s.handle_frame(now, m),
                 Ok(None) => prop_assert!(false, "a whole frame was buffered"),
-                Err(e) => s.handle_malformed(&e),
+                Err(e) => s.handle_malformed(&e, ()),
             }
         }
         s.handle_timeout(now + std::time::Duration::from_secs(2));

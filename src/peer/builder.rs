@@ -1,152 +1,33 @@
 //! [`Peer::builder`]: collects the socket, the configuration and the handlers, then spawns the
-//! three threads of one connection.
+//! three threads of one connection and wires their channels.
 
-use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
 
-use bytes::Bytes;
-use crossbeam_channel::{Sender, TrySendError};
-use parking_lot::{Condvar, Mutex};
+use crossbeam_channel::Sender;
 
-use super::gate::Gate;
+use super::close;
 use super::handle::{HandleInner, PeerHandle};
-use super::lane::Lane;
-use super::metrics::{Counters, RateLimited};
+use super::handler::{Handler, Handlers};
+use super::metrics::Counters;
 use super::mux::Mux;
+use super::outbox::Outbox;
 use super::reader::Reader;
-use super::shared::{Shared, Warnings};
+use super::shared::{Shared, Threads};
 use super::socket::Socket;
 use super::writer::Writer;
-use super::{Disconnected, Inbound, PeerId};
+use super::{DisconnectReason, Disconnected, PeerId, THREAD_STACK};
 use crate::config::PeerConfig;
-use crate::keyed;
 use crate::proto::ProtocolId;
 
-/// Stack size of each connection thread: enough for the loops here, small enough that a
-/// process can hold thousands of connections.
-const THREAD_STACK: usize = 256 * 1024;
-
 /// Capacity of the reader → mux channel. It carries RPC traffic and malformed frames only,
-/// and crossbeam preallocates every slot, so it is kept small: a thousand peers would
-/// otherwise hold 70 MiB of empty slots here.
-const INBOUND_CAPACITY: usize = 128;
+/// and crossbeam preallocates every slot, so it is kept small.
+const INBOUND_CAPACITY: usize = 64;
 
-/// The key of a [`keyed`](crate::keyed) handler queue: one sub-queue per remote and protocol,
-/// served round-robin, as the original's upstream handlers are.
-pub type HandlerKey = (PeerId, ProtocolId);
-
-/// Where inbound messages of one protocol go: a crossbeam `Sender<Inbound>`, a
-/// [`keyed`](crate::keyed) sender keyed by [`HandlerKey`] (fair across peers, with a per-key
-/// FIFO, LIFO or KLAST policy), or a function run on the connection's own thread
-/// ([`Handler::inline`]).
-///
-/// Delivery to a channel or queue never blocks: a message the handler cannot take (channel
-/// full, FIFO sub-queue full, or an older message evicted by KLAST/LIFO) is dropped, counted in
-/// [`PeerMetrics::dropped_handler_full`](crate::PeerMetrics) and logged.
-#[derive(Clone)]
-pub struct Handler(HandlerKind);
-
-#[derive(Clone)]
-enum HandlerKind {
-    Channel(Sender<Inbound>),
-    Keyed(keyed::Sender<HandlerKey, Inbound>),
-    Inline(Arc<dyn Fn(Inbound) + Send + Sync>),
-}
-
-impl fmt::Debug for Handler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            HandlerKind::Channel(tx) => f.debug_tuple("Handler::Channel").field(&tx.len()).finish(),
-            HandlerKind::Keyed(_) => f.write_str("Handler::Keyed"),
-            HandlerKind::Inline(_) => f.write_str("Handler::Inline"),
-        }
-    }
-}
-
-impl From<Sender<Inbound>> for Handler {
-    fn from(tx: Sender<Inbound>) -> Handler {
-        Handler(HandlerKind::Channel(tx))
-    }
-}
-
-impl From<keyed::Sender<HandlerKey, Inbound>> for Handler {
-    fn from(tx: keyed::Sender<HandlerKey, Inbound>) -> Handler {
-        Handler(HandlerKind::Keyed(tx))
-    }
-}
-
-impl Handler {
-    /// A function called on the connection's own thread for every message of the protocol:
-    /// the reader thread for direct sends, the mux thread for requests. No thread hop and no
-    /// wake-up, so the cheapest way in; the price is that the connection waits while it runs.
-    ///
-    /// It must return quickly and must not block: while it runs, this connection reads
-    /// nothing more (the remote is slowed by TCP flow control) and, for requests, serves no
-    /// timers. Typical uses are counting, routing by content into the application's own
-    /// queues, or answering a request at once with its `Responder`. To send from inside it,
-    /// use [`try_send`](crate::PeerHandle::try_send): a blocking `send` on a full outbox would
-    /// wait for the very thread it runs on.
-    ///
-    /// A panic inside it is caught, logged and counted like a message the handler refused
-    /// (`dropped_handler_full`); the connection goes on.
-    pub fn inline(f: impl Fn(Inbound) + Send + Sync + 'static) -> Handler {
-        Handler(HandlerKind::Inline(Arc::new(f)))
-    }
-
-    /// Hands over one message without blocking. `Err` gives back a message the handler did not
-    /// take; `Ok(Some(older))` means it was taken but pushed out an older one.
-    pub(crate) fn deliver(&self, msg: Inbound) -> Result<Option<Inbound>, Inbound> {
-        match &self.0 {
-            HandlerKind::Channel(tx) => tx.try_send(msg).map(|()| None).map_err(|e| match e {
-                TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
-            }),
-            HandlerKind::Keyed(tx) => {
-                let key = match &msg {
-                    Inbound::Message { from, protocol, .. }
-                    | Inbound::Request { from, protocol, .. } => (*from, *protocol),
-                };
-                match tx.push(key, msg) {
-                    Ok(keyed::Pushed::Queued) => Ok(None),
-                    Ok(keyed::Pushed::EvictedOldest(old)) => Ok(Some(old)),
-                    Ok(keyed::Pushed::DroppedNew(m)) => Err(m),
-                    Err(e) => Err(e.into_inner().1),
-                }
-            }
-            HandlerKind::Inline(f) => {
-                let (from, protocol) = match &msg {
-                    Inbound::Message { from, protocol, .. }
-                    | Inbound::Request { from, protocol, .. } => (*from, *protocol),
-                };
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(msg))) {
-                    Ok(()) => Ok(None),
-                    Err(_) => {
-                        log::error!("peer {from}: inline handler for {protocol} panicked");
-                        // The message went down with the panic (a request's responder was
-                        // dropped, which frees its slot); this stand-in only carries the
-                        // protocol to the caller's count.
-                        Err(Inbound::Message {
-                            from,
-                            protocol,
-                            data: Bytes::new(),
-                        })
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Handlers indexed by protocol byte: one array look-up per inbound message.
-#[derive(Clone, Debug)]
-pub(crate) struct Handlers(Arc<[Option<Handler>]>);
-
-impl Handlers {
-    pub(crate) fn get(&self, p: ProtocolId) -> Option<&Handler> {
-        self.0[usize::from(p.0)].as_ref()
-    }
-}
+/// Capacity of the frames channel, in batches. The writer takes every batch queued at once, and
+/// the mux grows its batch while the channel is full, so a few slots are enough.
+const FRAMES_CAPACITY: usize = 4;
 
 /// Entry point: see [`Peer::builder`].
 #[derive(Debug)]
@@ -213,55 +94,31 @@ impl PeerBuilder {
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (read_half, write_half) = self.socket.split()?;
-        let write_half = Arc::new(write_half);
-        let lane = Lane::new(
-            write_half.clone(),
-            self.config.max_frame_size,
-            self.config.outbox_capacity,
-        );
         let reader_poll = mio::Poll::new()?;
         let writer_poll = mio::Poll::new()?;
         let reader_waker = mio::Waker::new(reader_poll.registry(), super::reader::WAKER)?;
         let writer_waker = mio::Waker::new(writer_poll.registry(), super::writer::WAKER)?;
 
-        let (outbox_tx, outbox_rx) = crossbeam_channel::bounded(self.config.outbox_capacity);
-        let (replies_tx, replies_rx) = crossbeam_channel::unbounded();
+        let counters = Arc::new(Counters::default());
+        let (outbox, outbox_rx) = Outbox::new(self.config.outbox_capacity, counters.clone());
         let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
+        let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAMES_CAPACITY);
         let (reader_done_tx, reader_done_rx) = crossbeam_channel::bounded::<()>(0);
-
-        let shared = Arc::new(Shared {
-            config: self.config,
-            remote: self.remote,
-            outbox: Gate::new(outbox_tx),
-            outbox_rx: outbox_rx.clone(),
-            replies: Arc::new(Gate::new(replies_tx)),
-            counters: Counters::default(),
-            warnings: Warnings {
-                unknown_protocol: RateLimited::new("dropped message for unknown protocol"),
-                handler_full: RateLimited::new("dropped message, handler full"),
-                inbound_rpc_limit: RateLimited::new("dropped rpc request over the limit"),
-                malformed: RateLimited::new("malformed frame"),
-                stream: RateLimited::new("bad stream frame"),
-                remote_error: RateLimited::new("remote reported an error"),
-            },
-            close: Mutex::new(Default::default()),
-            finished: Condvar::new(),
-            closing: AtomicBool::new(false),
-            aborted: AtomicBool::new(false),
-            waiters: Mutex::new(Default::default()),
-            lane,
-            reader_stop: AtomicBool::new(false),
+        let shared = Arc::new(Shared::new(
+            self.config,
+            self.remote,
+            outbox,
+            counters,
             reader_waker,
             writer_waker,
-        });
+        ));
         let handlers = Handlers(self.handlers.into());
 
-        let writer = Writer::new(shared.clone(), write_half, writer_poll);
-        let own = shared.clone();
-        let writer = spawn_named("syncpeer-writer", move || {
-            super::mark_own_thread(&own);
-            writer.run()
-        })?;
+        // If a spawn fails, the threads already running end on their own: the writer when
+        // every sender of the frames channel is dropped (here, on return), the reader when
+        // told to stop.
+        let writer = Writer::new(shared.clone(), write_half, writer_poll, frames_rx);
+        let writer = spawn_named("syncpeer-writer", &shared, move || writer.run())?;
         let reader = Reader::new(
             shared.clone(),
             read_half,
@@ -270,49 +127,81 @@ impl PeerBuilder {
             inbound_tx,
             reader_done_tx,
         );
-        let own = shared.clone();
-        let reader = match spawn_named("syncpeer-reader", move || {
-            super::mark_own_thread(&own);
-            reader.run()
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                shared.begin_close(super::DisconnectReason::InputOutputError, true);
-                shared.lane.close_writer();
-                return Err(e);
-            }
-        };
-        let mux = Mux::new(shared.clone(), handlers, outbox_rx, inbound_rx, replies_rx);
-        let on_disconnect = self.on_disconnect;
-        let mux_shared = shared.clone();
-        let mux_thread = spawn_named("syncpeer-mux", move || {
-            super::mark_own_thread(&mux.shared);
-            mux.run_and_close(writer, reader, reader_done_rx, on_disconnect)
-        });
-        let mux_thread = match mux_thread {
+        let reader = spawn_named("syncpeer-reader", &shared, move || reader.run())?;
+        let mux = Mux::new(
+            shared.clone(),
+            handlers,
+            outbox_rx.clone(),
+            inbound_rx,
+            frames_tx.clone(),
+        );
+        let mux = match spawn_named("syncpeer-mux", &shared, move || mux.run()) {
             Ok(t) => t,
             Err(e) => {
-                mux_shared.begin_close(super::DisconnectReason::InputOutputError, true);
-                mux_shared.lane.close_writer();
+                shared.stop_reader();
                 return Err(e);
             }
         };
+        let threads = Threads {
+            mux,
+            writer,
+            reader,
+            reader_done: reader_done_rx,
+            frames: frames_tx,
+            outbox: outbox_rx,
+            on_disconnect: self.on_disconnect,
+        };
+        // A connection thread may have started the close already (an immediate EOF): then it
+        // found no threads to close, and the close is run from here.
+        if let Some(threads) = shared.install_threads(threads) {
+            close::spawn_closer(shared.clone(), threads);
+        }
         log::debug!("peer {}: spawned", shared.remote);
         Ok(PeerHandle {
-            inner: Arc::new(HandleInner {
-                shared,
-                mux_thread: Mutex::new(Some(mux_thread)),
-            }),
+            inner: Arc::new(HandleInner { shared }),
         })
     }
 }
 
-fn spawn_named<T: Send + 'static>(
+/// Spawns one of the connection's threads: named, small-stacked, marked as the connection's
+/// own (see `JoinError::OwnThread`), and closing the connection if it panics.
+fn spawn_named(
     name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> io::Result<std::thread::JoinHandle<T>> {
+    shared: &Arc<Shared>,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let shared = shared.clone();
+    let name = name.to_owned();
     std::thread::Builder::new()
-        .name(name.into())
+        .name(name.clone())
         .stack_size(THREAD_STACK)
-        .spawn(f)
+        .spawn(move || {
+            super::mark_own_thread(&shared);
+            let _guard = CloseOnPanic {
+                shared,
+                thread: name,
+            };
+            f();
+        })
+}
+
+/// Starts the close if the thread it lives on panics, so that a panic on any connection
+/// thread ends the connection with a reason instead of leaving it half alive.
+struct CloseOnPanic {
+    shared: Arc<Shared>,
+    thread: String,
+}
+
+impl Drop for CloseOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("peer {}: {} panicked", self.shared.remote, self.thread);
+            let shared = &self.shared;
+            shared.panicked.store(true, SeqCst);
+            if self.thread == "syncpeer-writer" {
+                shared.write_failed.store(true, SeqCst);
+            }
+            close::start(&self.shared, DisconnectReason::InputOutputError, false);
+        }
+    }
 }

@@ -1,230 +1,33 @@
-//! What the application holds: [`PeerHandle`] to send, call and close; [`Receipt`] and
-//! [`PendingRpc`] to learn an outcome; [`Responder`] to answer a request.
+//! [`PeerHandle`]: what the application holds to send, call and close. Every send, request and
+//! response goes into the outbox, in the calling thread's order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
 
-use super::gate::GateError;
-use super::lane::{NotTaken, Why};
-use super::shared::{Command, Reply, RpcCommand, RpcTx, Shared};
+use super::call::{PendingRpc, RpcTx};
+use super::close;
+use super::outbox::{Command, Refused, RpcCommand, Why};
+use super::receipt::{Receipt, ReceiptTx};
+use super::shared::Shared;
 use super::{DisconnectReason, DrainReport, PeerId, PeerMetrics};
-use crate::error::{JoinError, RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
+use crate::error::{JoinError, RpcError, SendError, SendTimeoutError, TrySendError};
 use crate::proto::ProtocolId;
-
-/// The terminal outcome of one message sent with a receipt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// The kernel took the message's last byte.
-    Written,
-    /// It will never be written (close deadline, I/O error or abort).
-    Abandoned,
-}
-
-/// The sending side of a [`Receipt`]. Resolves exactly once: explicitly, or as `Abandoned` when
-/// dropped unresolved (so no path can forget it).
-#[derive(Debug)]
-pub(crate) struct ReceiptTx(Option<Sender<Delivery>>);
-
-impl ReceiptTx {
-    pub(crate) fn resolve(mut self, outcome: Delivery) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.try_send(outcome);
-        }
-    }
-}
-
-impl Drop for ReceiptTx {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.try_send(Delivery::Abandoned);
-        }
-    }
-}
-
-/// Learns whether a message sent with
-/// [`send_with_receipt`](PeerHandle::send_with_receipt) was written or abandoned.
-#[derive(Debug)]
-pub struct Receipt {
-    rx: Receiver<Delivery>,
-}
-
-impl Receipt {
-    /// Blocks until the outcome is known. Bounded: every accepted message is resolved by the
-    /// end of the close, at the latest `linger` (or `write_timeout`) after it starts.
-    pub fn wait(&self) -> Delivery {
-        self.rx.recv().unwrap_or(Delivery::Abandoned)
-    }
-
-    /// Like [`wait`](Receipt::wait), giving up after `timeout` with `None`.
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<Delivery> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(d) => Some(d),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Delivery::Abandoned),
-        }
-    }
-
-    /// The outcome if already known.
-    pub fn try_get(&self) -> Option<Delivery> {
-        self.rx.try_recv().ok()
-    }
-}
-
-/// An RPC in flight, from [`rpc_start`](PeerHandle::rpc_start). Dropping it cancels the wait
-/// (the request may already be on the wire; a late response is ignored).
-#[derive(Debug)]
-pub struct PendingRpc {
-    rx: Receiver<Result<Bytes, RpcError>>,
-    cancelled: Arc<AtomicBool>,
-}
-
-impl PendingRpc {
-    /// Blocks until the response, the RPC's timeout, or the close.
-    ///
-    /// # Errors
-    ///
-    /// [`RpcError`]: timed out, too many pending, or disconnected.
-    pub fn wait(self) -> Result<Bytes, RpcError> {
-        self.rx.recv().unwrap_or(Err(RpcError::Disconnected))
-    }
-
-    /// Like [`wait`](PendingRpc::wait) but gives up after `timeout`, handing the pending RPC
-    /// back.
-    ///
-    /// # Errors
-    ///
-    /// `Err(Ok(self))` if nothing came in time; `Err(Err(e))` if the RPC failed.
-    #[allow(clippy::result_large_err)]
-    pub fn wait_timeout(self, timeout: Duration) -> Result<Bytes, Result<PendingRpc, RpcError>> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) => Err(Err(e)),
-            Err(RecvTimeoutError::Timeout) => Err(Ok(self)),
-            Err(RecvTimeoutError::Disconnected) => Err(Err(RpcError::Disconnected)),
-        }
-    }
-
-    /// The channel on which the outcome arrives, for `crossbeam_channel::select!`. Exactly one
-    /// value arrives, at the latest at the RPC's timeout.
-    pub fn receiver(&self) -> &Receiver<Result<Bytes, RpcError>> {
-        &self.rx
-    }
-}
-
-impl Drop for PendingRpc {
-    fn drop(&mut self) {
-        if self.rx.is_empty() {
-            self.cancelled.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Answers one inbound RPC request. Dropping it unanswered sends nothing: the remote times out,
-/// as with the original.
-pub struct Responder {
-    shared: Arc<Shared>,
-    slot: u64,
-    deadline: Instant,
-    max_payload: usize,
-    done: bool,
-}
-
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder")
-            .field("peer", &self.shared.remote)
-            .field("slot", &self.slot)
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Responder {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        slot: u64,
-        deadline: Instant,
-        max_payload: usize,
-    ) -> Responder {
-        Responder {
-            shared,
-            slot,
-            deadline,
-            max_payload,
-            done: false,
-        }
-    }
-
-    /// When the remote stops waiting (`inbound_rpc_timeout` after the request arrived).
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Sends the response. Never blocks.
-    ///
-    /// # Errors
-    ///
-    /// [`RespondError::TimedOut`] past the deadline, [`RespondError::Disconnected`] once the
-    /// connection has closed (or the response exceeds `PeerConfig::max_payload`, which the original
-    /// could not send either); nothing is sent then.
-    pub fn respond(mut self, data: Bytes) -> Result<(), RespondError> {
-        let at = Instant::now();
-        if at >= self.deadline {
-            return Err(RespondError::TimedOut);
-        }
-        if data.len() > self.max_payload {
-            return Err(RespondError::Disconnected);
-        }
-        let reply = Reply::Respond {
-            slot: self.slot,
-            at,
-            data,
-        };
-        // Held in order with this thread's later direct sends (see the lane).
-        self.shared.lane.hold();
-        // The replies channel is unbounded (at most `max_concurrent_inbound_rpcs` replies can
-        // be outstanding), so this never waits.
-        match self.shared.replies.try_send(reply) {
-            Ok(()) => {
-                self.done = true;
-                Ok(())
-            }
-            Err(_) => {
-                self.shared.lane.cancel_slow();
-                Err(RespondError::Disconnected)
-            }
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self
-                .shared
-                .replies
-                .try_send(Reply::Dropped { slot: self.slot });
-        }
-    }
-}
 
 /// The part of the handles whose drop closes the connection.
 #[derive(Debug)]
 pub(crate) struct HandleInner {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) mux_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for HandleInner {
     fn drop(&mut self) {
-        self.shared
-            .begin_close(DisconnectReason::RequestedByPeerManager, false);
+        close::start(
+            &self.shared,
+            DisconnectReason::RequestedByPeerManager,
+            false,
+        );
     }
 }
 
@@ -233,6 +36,21 @@ impl Drop for HandleInner {
 #[derive(Clone, Debug)]
 pub struct PeerHandle {
     pub(crate) inner: Arc<HandleInner>,
+}
+
+/// The payload of a command the outbox refused, to hand back.
+fn payload(r: Refused) -> (Why, Bytes) {
+    let data = match r.command {
+        Command::Send { data, receipt, .. } => {
+            // Never accepted, so no outcome: the receipt must not say `Abandoned`.
+            ReceiptTx::detach(receipt);
+            data
+        }
+        Command::Rpc(rpc) => rpc.data,
+        Command::Respond { data, .. } => data,
+        Command::Unanswered { .. } => Bytes::new(),
+    };
+    (r.why, data)
 }
 
 impl PeerHandle {
@@ -244,15 +62,13 @@ impl PeerHandle {
         data.len() <= self.shared().config.max_payload()
     }
 
-    /// Queues a direct send, waiting while its queue is full (until the peer closes).
+    /// Queues a direct send, waiting while the outbox holds `outbox_capacity` sends and RPCs
+    /// (until there is room or the peer closes).
     ///
-    /// A payload that fits one frame (`max_frame_size` less 64 bytes), sent while nothing
-    /// accepted earlier waits in the outbox, is encoded on the calling thread straight into the
-    /// lane in front of the writer (its queue, `outbox_capacity` messages); on an idle
-    /// connection the calling thread also writes it (one non-blocking system call), so no
-    /// thread is woken. Otherwise it goes through the outbox to the mux, which streams payloads
-    /// too large for one frame. Either way the message keeps its place behind everything this
-    /// thread had sent before.
+    /// The message keeps its place behind everything this thread sent, requested or answered
+    /// before: all of it travels through the one outbox to the mux. A payload larger than a
+    /// frame (`max_frame_size` less 64 bytes) is streamed; its fragments interleave with later
+    /// small messages, so it does not hold them back for its whole length.
     ///
     /// # Errors
     ///
@@ -266,75 +82,41 @@ impl PeerHandle {
             })
     }
 
-    /// Queues a direct send if its queue has room.
+    /// Queues a direct send if the outbox has room.
     ///
     /// # Errors
     ///
     /// [`TrySendError`] with the payload: full, closed, or too large.
     pub fn try_send(&self, protocol: ProtocolId, data: Bytes) -> Result<(), TrySendError> {
-        if !self.check_size(&data) {
-            return Err(TrySendError::TooLarge(data));
-        }
         self.try_send_inner(protocol, data, None)
     }
 
-    /// The fast path if it takes the message, else the outbox without waiting.
     fn try_send_inner(
         &self,
         protocol: ProtocolId,
         data: Bytes,
         receipt: Option<ReceiptTx>,
     ) -> Result<(), TrySendError> {
-        let cmd = match self.fast_or_command(protocol, data, receipt) {
-            Route::Taken => return Ok(()),
-            Route::Outbox(cmd) => cmd,
-            Route::Refused(data, r, why) => {
-                detach(r);
-                return Err(match why {
-                    Why::Full => TrySendError::Full(data),
-                    _ => TrySendError::Closed(data),
-                });
-            }
-        };
-        let shared = self.shared();
-        shared.outbox.try_send(cmd).map_err(|e| {
-            shared.lane.cancel_slow();
-            match e {
-                GateError::Full(c) => TrySendError::Full(refused(c)),
-                GateError::Closed(c) | GateError::Timeout(c) => TrySendError::Closed(refused(c)),
-            }
-        })
-    }
-
-    /// Takes the lane's fast path if it can; otherwise announces a command for the outbox,
-    /// which the caller must send or cancel, or refuses (closed, or the lane is full) and hands
-    /// the message back.
-    fn fast_or_command(
-        &self,
-        protocol: ProtocolId,
-        data: Bytes,
-        receipt: Option<ReceiptTx>,
-    ) -> Route {
-        let shared = self.shared();
-        match shared.fast_send(protocol, data, receipt) {
-            Ok(()) => Route::Taken,
-            Err(NotTaken {
-                data,
-                receipt,
-                why: Why::Behind,
-            }) if shared.lane.begin_slow() => Route::Outbox(Command::Send {
-                protocol,
-                data,
-                receipt,
-            }),
-            Err(NotTaken { data, receipt, why }) => {
-                let why = if why == Why::Behind { Why::Closed } else { why };
-                Route::Refused(data, receipt, why)
-            }
+        if !self.check_size(&data) {
+            ReceiptTx::detach(receipt);
+            return Err(TrySendError::TooLarge(data));
         }
+        let cmd = Command::Send {
+            protocol,
+            data,
+            receipt,
+        };
+        self.shared()
+            .outbox
+            .try_send(cmd)
+            .map_err(|r| match payload(r) {
+                (Why::Full, data) => TrySendError::Full(data),
+                (_, data) => TrySendError::Closed(data),
+            })
     }
 
-    /// Queues a direct send, waiting at most `timeout` for room in its queue.
+    /// Queues a direct send, waiting at most `timeout` for room in the outbox. A timeout too
+    /// long to add to the clock (such as `Duration::MAX`) waits without limit.
     ///
     /// # Errors
     ///
@@ -345,11 +127,12 @@ impl PeerHandle {
         data: Bytes,
         timeout: Duration,
     ) -> Result<(), SendTimeoutError> {
-        self.send_inner(protocol, data, None, Some(Instant::now() + timeout))
+        self.send_inner(protocol, data, None, Some(timeout))
     }
 
     /// Like [`send`](PeerHandle::send), and returns a [`Receipt`] that resolves to
-    /// [`Delivery::Written`] or [`Delivery::Abandoned`].
+    /// [`Delivery::Written`](crate::Delivery::Written) or
+    /// [`Delivery::Abandoned`](crate::Delivery::Abandoned).
     ///
     /// # Errors
     ///
@@ -359,10 +142,9 @@ impl PeerHandle {
         protocol: ProtocolId,
         data: Bytes,
     ) -> Result<Receipt, SendError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let receipt = ReceiptTx(Some(tx));
-        match self.send_inner(protocol, data, Some(receipt), None) {
-            Ok(()) => Ok(Receipt { rx }),
+        let (tx, receipt) = ReceiptTx::new();
+        match self.send_inner(protocol, data, Some(tx), None) {
+            Ok(()) => Ok(receipt),
             Err(SendTimeoutError::TooLarge(b)) => Err(SendError::TooLarge(b)),
             Err(SendTimeoutError::Closed(b) | SendTimeoutError::Timeout(b)) => {
                 Err(SendError::Closed(b))
@@ -370,9 +152,8 @@ impl PeerHandle {
         }
     }
 
-    /// Like [`try_send`](PeerHandle::try_send), and returns a [`Receipt`] that resolves to
-    /// [`Delivery::Written`] or [`Delivery::Abandoned`]. Never blocks: meant for broadcasts
-    /// that must not wait on one slow peer yet account for every message.
+    /// Like [`try_send`](PeerHandle::try_send), and returns a [`Receipt`]. Never blocks: meant
+    /// for broadcasts that must not wait on one slow peer yet account for every message.
     ///
     /// # Errors
     ///
@@ -382,12 +163,9 @@ impl PeerHandle {
         protocol: ProtocolId,
         data: Bytes,
     ) -> Result<Receipt, TrySendError> {
-        if !self.check_size(&data) {
-            return Err(TrySendError::TooLarge(data));
-        }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.try_send_inner(protocol, data, Some(ReceiptTx(Some(tx))))
-            .map(|()| Receipt { rx })
+        let (tx, receipt) = ReceiptTx::new();
+        self.try_send_inner(protocol, data, Some(tx))
+            .map(|()| receipt)
     }
 
     fn send_inner(
@@ -395,41 +173,25 @@ impl PeerHandle {
         protocol: ProtocolId,
         data: Bytes,
         receipt: Option<ReceiptTx>,
-        deadline: Option<Instant>,
+        timeout: Option<Duration>,
     ) -> Result<(), SendTimeoutError> {
         if !self.check_size(&data) {
+            ReceiptTx::detach(receipt);
             return Err(SendTimeoutError::TooLarge(data));
         }
-        let shared = self.shared();
-        let (mut data, mut receipt) = (data, receipt);
-        let cmd = loop {
-            match self.fast_or_command(protocol, data, receipt) {
-                Route::Taken => return Ok(()),
-                Route::Outbox(cmd) => break cmd,
-                Route::Refused(d, r, Why::Full) => match shared.lane.wait_room(deadline) {
-                    Ok(()) => (data, receipt) = (d, r),
-                    Err(why) => {
-                        detach(r);
-                        return Err(if why == Why::Timeout {
-                            SendTimeoutError::Timeout(d)
-                        } else {
-                            SendTimeoutError::Closed(d)
-                        });
-                    }
-                },
-                Route::Refused(d, r, _) => {
-                    detach(r);
-                    return Err(SendTimeoutError::Closed(d));
-                }
-            }
+        let cmd = Command::Send {
+            protocol,
+            data,
+            receipt,
         };
-        shared.outbox.send(cmd, deadline).map_err(|e| {
-            shared.lane.cancel_slow();
-            match e {
-                GateError::Timeout(c) => SendTimeoutError::Timeout(refused(c)),
-                GateError::Closed(c) | GateError::Full(c) => SendTimeoutError::Closed(refused(c)),
-            }
-        })
+        let deadline = timeout.map(Shared::after);
+        self.shared()
+            .outbox
+            .send(cmd, deadline)
+            .map_err(|r| match payload(r) {
+                (Why::Timeout, data) => SendTimeoutError::Timeout(data),
+                (_, data) => SendTimeoutError::Closed(data),
+            })
     }
 
     /// Sends a request and blocks until its response, `timeout`, or the close.
@@ -448,7 +210,8 @@ impl PeerHandle {
     }
 
     /// Sends a request and returns at once with a [`PendingRpc`]. Waits only while the outbox
-    /// is full. The timeout starts when the mux admits the request.
+    /// is full. The timeout starts when the mux admits the request; a timeout too long to add
+    /// to the clock (such as `Duration::MAX`) means none.
     ///
     /// # Errors
     ///
@@ -463,27 +226,16 @@ impl PeerHandle {
         if !self.check_size(&data) {
             return Err(RpcError::TooLarge);
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let cancelled = Arc::new(AtomicBool::new(false));
+        let (reply, pending) = RpcTx::new();
         let cmd = Command::Rpc(Box::new(RpcCommand {
             protocol,
             data,
             timeout,
-            reply: RpcTx {
-                tx,
-                cancelled: cancelled.clone(),
-            },
+            reply,
         }));
-        let shared = self.shared();
-        if !shared.lane.begin_slow() {
-            return Err(RpcError::Disconnected);
-        }
-        match shared.outbox.send(cmd, None) {
-            Ok(()) => Ok(PendingRpc { rx, cancelled }),
-            Err(_) => {
-                shared.lane.cancel_slow();
-                Err(RpcError::Disconnected)
-            }
+        match self.shared().outbox.send(cmd, None) {
+            Ok(()) => Ok(pending),
+            Err(_) => Err(RpcError::Disconnected),
         }
     }
 
@@ -496,7 +248,7 @@ impl PeerHandle {
     /// [`JoinError::OwnThread`] when called on one of the connection's own threads (inside an
     /// inline handler): the close is started, but not waited for.
     pub fn shutdown(&self, reason: DisconnectReason) -> Result<DrainReport, JoinError> {
-        self.shared().begin_close(reason, false);
+        self.close(reason);
         self.join()
     }
 
@@ -505,7 +257,7 @@ impl PeerHandle {
     /// channel. Lets one thread close many connections in parallel, or close one without
     /// waiting for its drain. If a close is already under way, its reason stands.
     pub fn close(&self, reason: DisconnectReason) {
-        self.shared().begin_close(reason, false);
+        close::start(&self.inner.shared, reason, false);
     }
 
     /// Closes at once: writes nothing more, fails every waiting RPC, and reports every
@@ -516,12 +268,16 @@ impl PeerHandle {
     /// [`JoinError::OwnThread`] on one of the connection's own threads, as for
     /// [`shutdown`](PeerHandle::shutdown).
     pub fn abort(&self) -> Result<DrainReport, JoinError> {
-        self.shared()
-            .begin_close(DisconnectReason::RequestedByPeerManager, true);
+        close::start(
+            &self.inner.shared,
+            DisconnectReason::RequestedByPeerManager,
+            true,
+        );
         self.join()
     }
 
-    /// Blocks until the connection has closed (by whatever cause) and returns the report.
+    /// Blocks until the connection has closed (by whatever cause) and all its threads have
+    /// ended, and returns the report.
     ///
     /// # Errors
     ///
@@ -531,13 +287,7 @@ impl PeerHandle {
         if super::is_own_thread(&self.inner.shared) {
             return Err(JoinError::OwnThread);
         }
-        let report = self.shared().wait_report();
-        if let Some(t) = self.inner.mux_thread.lock().take() {
-            // The mux thread has published the report and is returning; a panic there was
-            // already turned into the report.
-            let _ = t.join();
-        }
-        Ok(report)
+        Ok(self.shared().wait_report())
     }
 
     /// True once a close has started.
@@ -553,34 +303,8 @@ impl PeerHandle {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> PeerMetrics {
         let shared = self.shared();
-        let mut m = shared.lane.snapshot(&shared.counters);
-        m.outbox_depth += shared.outbox_rx.len() as u64;
+        let mut m = shared.counters.snapshot();
+        m.outbox_depth = shared.outbox.depth() as u64;
         m
-    }
-}
-
-/// Where a direct send went.
-enum Route {
-    Taken,
-    Outbox(Command),
-    Refused(Bytes, Option<ReceiptTx>, Why),
-}
-
-/// A message that was not accepted: its receipt must not resolve (as abandoned on drop).
-fn detach(receipt: Option<ReceiptTx>) {
-    if let Some(mut r) = receipt {
-        r.0.take();
-    }
-}
-
-/// A refused send: hand the payload back; its receipt (if any) must not resolve as abandoned,
-/// since the message was never accepted.
-fn refused(c: Command) -> Bytes {
-    match c {
-        Command::Send { data, receipt, .. } => {
-            detach(receipt);
-            data
-        }
-        Command::Rpc(rpc) => rpc.data,
     }
 }

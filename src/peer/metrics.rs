@@ -11,7 +11,8 @@ macro_rules! metrics {
         ///
         /// Each counter is read atomically, not all of them at once. While the connection is
         /// open a counter may trail what the application has already seen (the reader answers
-        /// an RPC's caller before the mux counts it); once the close has ended they are final
+        /// an RPC's caller before the mux counts it, a message can be written before the
+        /// sending thread has counted it as accepted); once the close has ended they are final
         /// and agree with the [`DrainReport`](crate::DrainReport).
         #[derive(Clone, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
@@ -71,6 +72,9 @@ metrics! {
     unknown_responses,
     /// Frames that did not decode (answered with `ParsingError`).
     malformed_frames,
+    /// `ParsingError` replies not sent because too many were already waiting to be written
+    /// (a remote that sends malformed frames and does not read).
+    error_replies_dropped,
     /// Stream frames refused by the reassembler.
     stream_errors,
     /// `Error` messages received from the remote.
@@ -93,16 +97,10 @@ metrics! {
     write_calls,
     /// Bytes written to the socket (frames, including prefixes).
     wire_bytes_out,
-    /// Batches the writer took from the lane.
+    /// Batches the writer took from the frames channel.
     write_batches,
-    /// Batches written whole by the thread that queued them, the connection being idle (the
-    /// low-latency path: no thread woken).
-    direct_batches,
-    /// Messages and commands waiting for the writer or the mux: fast-path sends in the lane
-    /// plus commands in the outbox (a gauge, sampled at snapshot time).
+    /// Direct sends and RPC requests waiting in the outbox (a gauge, sampled at snapshot time).
     outbox_depth,
-    /// Batches the writer holds (a gauge: 0 or 1).
-    writer_queue_depth,
     /// Messages delivered to handlers after the close started.
     delivered_during_drain,
 }
@@ -124,6 +122,12 @@ impl std::ops::Deref for Padded {
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// A message of `len` payload bytes was accepted for sending.
+    pub(crate) fn accept(&self, len: usize) {
+        Counters::add(&self.messages_accepted, 1);
+        Counters::add(&self.bytes_accepted, len as u64);
     }
 }
 

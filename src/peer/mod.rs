@@ -1,48 +1,49 @@
 //! The threads that run one connection, and the public types around them.
 //!
 //! ```text
-//!  app threads ──send (one frame, nothing queued ahead)──────────────────────────────┐
-//!       │                                                                            ▼
-//!       └─send/rpc──▶ [outbox: bounded, gated] ──▶ ┌──────────┐ ──append──▶ [lane: ordered frames] ──▶ writer ──▶ socket
-//!                                                 │   mux    │             (or a direct write
-//!  socket ──▶ reader ──▶ [inbound: bounded] ────▶ │ (owns    │              when idle)
-//!             │ (mio Poll: READABLE + stop Waker) │ Session) │ ──▶ upstream handlers (requests)
-//!             └──▶ upstream handlers (direct)     │          │ ──▶ RPC callers' reply channels
-//!  Responder::respond ──▶ [replies: gated] ─────▶ └──────────┘
+//!  app threads ──send / rpc / respond──▶ [outbox: gated] ──▶ ┌──────────┐ ──▶ [frames: bounded FIFO] ──▶ writer ──▶ socket
+//!                                                           │   mux    │      Batch … | DrainAndClose
+//!  socket ──▶ reader ──▶ [inbound: bounded] ──────────────▶ │ (owns    │
+//!             │ (mio Poll: READABLE + stop Waker)           │ Session) │ ──▶ handlers (RPC requests)
+//!             ├──▶ handlers (direct sends)                  └──────────┘ ──▶ RPC callers (timeouts)
+//!             └──▶ RPC callers (responses)
 //! ```
 //!
-//! The lane (see `lane.rs`) stands where DESIGN.md draws the frames channel: one FIFO of
-//! encoded frames, with the close marker last. What it adds is a fast path for direct sends
-//! that fit one frame: the sending thread encodes the frame into the lane itself, as long as
-//! nothing it sent earlier is still waiting in the outbox (so acceptance order stays wire
-//! order), and on an idle connection writes it itself. Everything else goes through the mux.
+//! Every outgoing message (direct send, RPC request, response) travels the same path: the
+//! application's thread puts it in the outbox, the mux turns it into frames and packs them into
+//! batches, the frames channel carries the batches to the writer, and the writer alone writes
+//! the socket. One queue at each step, so what one thread does is written in the order it did
+//! it. Each thread has one way to wait: the reader in its `mio::Poll`, the mux in a crossbeam
+//! `Select`, the writer on the frames channel (and on its own `Poll` when the socket is full).
+//! The reader hands direct sends to their handlers and RPC responses to their callers itself,
+//! which keeps one thread hop off those paths; what needs the RPC state goes to the mux.
 
 //! # How a connection closes
 //!
-//! Whoever starts the close (the application through `shutdown` or by dropping the last
-//! handle, the reader on EOF or a read error, the writer on a write error or timeout) does the
-//! same two things: it records its reason (the first one wins) together with the drain
-//! deadline, `linger` from now, and it closes the outbox gate and the lane's fast path. From
-//! then on `send` refuses with the payload handed back; everything accepted before is already
-//! in the outbox or in the lane.
+//! Whoever starts the close (the application through `shutdown`, `close` or `abort`, or by
+//! dropping the last handle; the reader on EOF or a read error; the writer on a write error or
+//! timeout; any connection thread that panics) calls the same function, which records the
+//! reason (the first one wins) with the drain deadline, `linger` from now, closes the outbox's
+//! input and spawns the closer thread. From then on `send` refuses with the payload handed back;
+//! everything accepted before is already in the outbox, ahead of anything later, because the
+//! gate's write lock waits for the sends in progress.
 //!
-//! The mux notices the close when the outbox reports `Disconnected`, which crossbeam does only
-//! after every queued command was received: nothing accepted is skipped. It keeps running its
-//! event loop, writing what it drained and waiting for in-flight RPCs in both directions, until
+//! The mux learns of the close from the same gate. It keeps running its event loop, turning
+//! what the outbox holds into frames and waiting for in-flight RPCs in both directions, until
 //! none is left or the deadline passes; responses to its own requests are waited for only while
-//! the reader runs, since after the remote's EOF (or a read error) none can arrive. Then the
-//! mux loop ends and the same thread becomes the supervisor: program order stands in for "join
-//! the mux thread". It closes the replies gate and handles the replies accepted before that,
-//! fails the RPCs still waiting (`RpcError::Disconnected`), reports every message not handed to
-//! the lane as abandoned, appends its last frames and closes the lane (`DrainAndClose`). The
-//! fast path closed with the gate, so every frame is ahead of the marker: no `select!` can pick
-//! the marker first, which is the original's bug.
+//! the reader runs, since after the remote's EOF none can arrive. Then it closes the outbox for
+//! good, settles what is left (past the deadline, abandoned; RPC callers fail with
+//! `RpcError::Disconnected`) and ends.
 //!
-//! The writer writes every frame ahead of the marker (or, past the deadline, abandons them and
-//! counts each message), then half-closes the socket so the remote reads EOF after the last
-//! byte. The reader goes on reading and delivering until the remote's EOF or the deadline, so
-//! the kernel never resets data the remote has not read. The supervisor joins the writer and
-//! the reader, builds the [`DrainReport`] and sends exactly one [`Disconnected`].
+//! The closer joins the mux thread: once the join returns, every frame the connection will ever
+//! write is in the frames channel. Only then does it send `DrainAndClose` into that same
+//! channel, so the marker is behind every frame by FIFO order: no `select!` can pick it first,
+//! which is the original's bug. The writer writes everything ahead of the marker (or, past the
+//! deadline, abandons it and counts each message), then half-closes the socket so the remote
+//! reads EOF after the last byte. The reader goes on reading and delivering until the remote's
+//! EOF or the deadline, so the kernel never resets data the remote has not read. The closer
+//! joins the writer and the reader, publishes the [`DrainReport`] and sends exactly one
+//! [`Disconnected`], waiting until it is taken or its receiver dropped.
 //!
 //! `abort` is the same sequence with a deadline of now: nothing more is written, every queued
 //! message is counted as abandoned and every waiting RPC fails with `RpcError::Cancelled`.
@@ -56,23 +57,36 @@ use bytes::Bytes;
 
 use crate::proto::ProtocolId;
 
+mod batch;
 mod builder;
-mod gate;
+mod call;
+mod close;
 mod handle;
-mod lane;
+mod handler;
 mod metrics;
 mod mux;
+mod outbox;
 mod reader;
+mod receipt;
+mod responder;
 mod shared;
+mod signal;
 mod socket;
 mod spin;
-mod supervisor;
 mod writer;
 
-pub use builder::{Handler, HandlerKey, Peer, PeerBuilder};
-pub use handle::{Delivery, PeerHandle, PendingRpc, Receipt, Responder};
+pub use builder::{Peer, PeerBuilder};
+pub use call::PendingRpc;
+pub use handle::PeerHandle;
+pub use handler::{Handler, HandlerKey};
 pub use metrics::PeerMetrics;
+pub use receipt::{Delivery, Receipt};
+pub use responder::Responder;
 pub use socket::Socket;
+
+/// Stack size of each connection thread: enough for the loops here, small enough that a
+/// process can hold thousands of connections.
+const THREAD_STACK: usize = 256 * 1024;
 
 thread_local! {
     /// The connection whose thread this is (the address of its shared state), 0 elsewhere.

@@ -1,62 +1,83 @@
 //! The mux thread (`syncpeer-mux`): the event loop and single owner of the connection's
 //! [`Session`]. It waits only in a crossbeam `Select` over the outbox, the reader's channel,
-//! the replies channel, room in the writer's channel, and the next deadline.
+//! the close and abort signals, room in the frames channel, and the next deadline.
 //!
-//! On each wake-up it handles one input, then every input already waiting (up to a burst), then
-//! moves the session's frames into a [`Batch`] and appends it to the [lane](super::lane). It
-//! never blocks on an application: handler channels and RPC reply channels are written with
-//! `try_send`. When the lane is full it keeps its batch and stops taking commands from the
-//! outbox, which is how backpressure reaches `send`, while inbound traffic and timers keep
-//! being served; the writer rings `room_rx` when it takes the lane's content.
+//! On each wake-up it handles the input, then everything already waiting (up to a burst), then
+//! delivers the session's events and moves its frames into a [`Batch`], which it hands to the
+//! writer through the frames channel whenever the channel has room: while the writer is busy
+//! the batch keeps growing, which is where batching comes from. It never blocks on an
+//! application: handler channels and RPC callers are written with `try_send`.
 //!
-//! When the loop ends (drained, drain deadline, or abort) the same thread runs the close
-//! sequence described in the `peer` module docs: see `supervisor.rs`.
+//! Backpressure: once the batch holds [`HIGH_WATER`] bytes and the frames channel is full, the
+//! mux stops taking commands from the outbox (so `send` waits or reports `Full`), while the
+//! reader's input, the timers and the close go on being served. Input from the reader is always
+//! taken, so the reader never stalls on the mux, and two peers flooding each other with
+//! requests cannot deadlock; what that input makes this side queue is bounded instead (see
+//! [`Mux::admit`] and [`MAX_ERROR_REPLIES`]).
+//!
+//! Once the close has started, the loop runs until everything accepted has been turned into
+//! frames and the RPCs in flight have finished (or the drain deadline, or an abort); then
+//! [`Mux::finish`] closes the outbox, settles what is left and the thread ends. The closer,
+//! which joins it, sends `DrainAndClose` after the last frame.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use crossbeam_channel::{Receiver, Select, TryRecvError};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 
-use super::Inbound;
-use super::builder::Handlers;
-use super::handle::{ReceiptTx, Responder};
-use super::lane::HIGH_WATER;
+use super::batch::{Batch, Kind, Settled, Tag, ToWriter};
+use super::call::RpcTx;
+use super::close;
+use super::handler::Handlers;
 use super::metrics::Counters;
-use super::shared::{Batch, Command, FromReader, Reply, RpcCommand, RpcTx, Shared};
+use super::outbox::{Command, RpcCommand};
+use super::shared::{FromReader, Shared};
 use super::spin;
 use crate::error::RpcError;
-use crate::proto::{Event, RpcFailure, RpcRefused, Session};
+use crate::proto::{NetworkMessage, RpcRefused, Session};
+
+mod events;
 
 /// Rounds of inputs handled per wake-up before the batch is handed over.
 const BURST: usize = 1024;
-/// Commands taken from the outbox in a row within one round.
-const OUTBOX_RUN: usize = 64;
+/// Inputs taken from one channel in a row within a round.
+const RUN: usize = 64;
+/// Bytes the mux holds in its batch before it stops moving frames out of the session, and
+/// (with the frames channel full) stops taking commands.
+pub(crate) const HIGH_WATER: usize = 256 * 1024;
+/// `ParsingError` replies queued and not yet written past which further ones are not sent
+/// (counted in `error_replies_dropped`): a remote that sends malformed frames and never reads
+/// cannot make this side queue more.
+pub(crate) const MAX_ERROR_REPLIES: usize = 64;
 
 /// What one wait produced.
 enum Input {
     Command(Command),
-    OutboxClosed,
     Reader(FromReader),
     ReaderGone,
-    Reply(Reply),
+    Closing,
+    Aborted,
     Nothing,
 }
 
 pub(crate) struct Mux {
-    pub(super) shared: Arc<Shared>,
+    shared: Arc<Shared>,
     handlers: Handlers,
-    session: Session<RpcTx, Option<ReceiptTx>>,
+    session: Session<RpcTx, Tag>,
     outbox: Receiver<Command>,
-    pub(super) inbound: Receiver<FromReader>,
-    replies: Receiver<Reply>,
+    inbound: Receiver<FromReader>,
+    frames: Sender<ToWriter>,
+    /// Scratch for small frames, split into the batch's chunks.
     head: BytesMut,
-    out: Batch,
-    /// Commands and replies taken (each held the lane's fast path back) whose frames are not
-    /// all in the lane yet.
-    taken: u64,
-    outbox_open: bool,
-    inbound_open: bool,
+    pending: Batch,
+    closing: bool,
+    aborted: bool,
+    reader_open: bool,
+    /// Sends and RPCs taken from the outbox and not yet reported to it (room is made once
+    /// per run, not once per command).
+    taken: usize,
 }
 
 impl Mux {
@@ -65,7 +86,7 @@ impl Mux {
         handlers: Handlers,
         outbox: Receiver<Command>,
         inbound: Receiver<FromReader>,
-        replies: Receiver<Reply>,
+        frames: Sender<ToWriter>,
     ) -> Mux {
         Mux {
             session: Session::new(shared.config.session()),
@@ -73,34 +94,41 @@ impl Mux {
             handlers,
             outbox,
             inbound,
-            replies,
+            frames,
             head: BytesMut::new(),
-            out: Batch::default(),
+            pending: Batch::default(),
+            closing: false,
+            aborted: false,
+            reader_open: true,
             taken: 0,
-            outbox_open: true,
-            inbound_open: true,
         }
     }
 
+    /// The thread's body.
+    pub(crate) fn run(mut self) {
+        self.event_loop();
+        log::debug!("peer {}: mux drained, finishing", self.shared.remote);
+        self.finish();
+        log::debug!("peer {}: mux exits", self.shared.remote);
+    }
+
     /// Runs until the connection is drained, the drain deadline passes, or an abort.
-    pub(super) fn event_loop(&mut self) {
+    fn event_loop(&mut self) {
         loop {
             let now = Instant::now();
-            if self.shared.is_aborted() {
+            self.timers(now);
+            self.burst(now);
+            self.pump();
+            if self.aborted || self.shared.is_aborted() {
                 return;
             }
-            if self.session.poll_timeout().is_some_and(|t| t <= now) {
-                self.session.handle_timeout(now);
-            }
-            self.pump();
-            // The outbox disconnects only after the gate closed, i.e. a close started.
-            let drain_deadline = if self.outbox_open {
-                None
-            } else {
+            let drain_deadline = if self.closing {
                 self.shared.deadline()
+            } else {
+                None
             };
-            if !self.outbox_open && (self.is_drained() || drain_deadline.is_some_and(|d| now >= d))
-            {
+            let past = drain_deadline.is_some_and(|d| now >= d);
+            if self.closing && (past || self.is_drained()) {
                 return;
             }
             let deadline = match (self.session.poll_timeout(), drain_deadline) {
@@ -111,35 +139,43 @@ impl Mux {
             let now = Instant::now();
             // Timers first: an RPC due before this input arrived has timed out, and a slot
             // that expired frees room for the request that may be this input.
-            if self.session.poll_timeout().is_some_and(|t| t <= now) {
-                self.session.handle_timeout(now);
-            }
+            self.timers(now);
             self.handle(input, now);
-            self.burst(now);
         }
     }
 
-    /// Nothing left to write and no RPC that can still complete. Outbound RPCs are waited for
-    /// only while the reader runs: once it has ended (the remote's EOF or a read error, after
-    /// every frame before it was handed over) no response can arrive.
-    fn is_drained(&self) -> bool {
-        !self.session.has_transmit()
-            && self.out.is_empty()
-            && (self.session.outbound_rpcs() == 0 || !self.inbound_open)
-            && self.session.inbound_rpcs() == 0
+    fn timers(&mut self, now: Instant) {
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+        }
     }
 
-    /// Blocks until one input, room in the lane for the batch held back, or `deadline`.
+    /// Takes commands only while the batch has room: this is how backpressure reaches `send`.
+    fn takes_commands(&self) -> bool {
+        self.pending.len() < HIGH_WATER
+    }
+
+    /// Nothing left to write and no RPC that can still complete. Outbound RPCs are waited for
+    /// only while the reader runs (after the remote's EOF no response can arrive) and while
+    /// the writer works (after a write failure no request or response can be written).
+    fn is_drained(&self) -> bool {
+        let write_failed = self.shared.write_failed.load(Ordering::Relaxed);
+        !self.session.has_transmit()
+            && self.pending.is_empty()
+            && self.outbox.is_empty()
+            && (self.session.inbound_rpcs() == 0 || write_failed)
+            && (self.session.outbound_rpcs() == 0 || !self.reader_open || write_failed)
+    }
+
+    /// Blocks until one input, room in the frames channel for the batch, or `deadline`.
     fn wait(&mut self, deadline: Option<Instant>) -> Input {
-        // `pump` has sealed the batch already; sealing again is free and keeps the invariant
-        // local: the batch offered below carries every byte its marks count.
-        self.out.seal(&mut self.head);
+        self.pending.seal(&mut self.head);
         let mut sel = Select::new();
-        let take_commands = self.outbox_open && self.out.len < HIGH_WATER;
-        let i_out = take_commands.then(|| sel.recv(&self.outbox));
-        let i_in = self.inbound_open.then(|| sel.recv(&self.inbound));
-        let i_rep = sel.recv(&self.replies);
-        let i_room = (!self.out.is_empty()).then(|| sel.recv(&self.shared.lane.room_rx));
+        let i_out = self.takes_commands().then(|| sel.recv(&self.outbox));
+        let i_in = self.reader_open.then(|| sel.recv(&self.inbound));
+        let i_close = (!self.closing).then(|| sel.recv(self.shared.outbox.input_closed.receiver()));
+        let i_abort = sel.recv(self.shared.abort_signal.receiver());
+        let i_send = (!self.pending.is_empty()).then(|| sel.send(&self.frames));
         let oper = match spin::poll_for(self.shared.config.spin, deadline, || sel.try_select().ok())
         {
             Some(oper) => oper,
@@ -153,27 +189,36 @@ impl Mux {
         };
         let i = Some(oper.index());
         if i == i_out {
-            match oper.recv(&self.outbox) {
-                Ok(c) => Input::Command(c),
-                Err(_) => Input::OutboxClosed,
-            }
+            // The outbox disconnects only when the mux itself closes it.
+            oper.recv(&self.outbox)
+                .map_or(Input::Nothing, Input::Command)
         } else if i == i_in {
-            match oper.recv(&self.inbound) {
-                Ok(m) => Input::Reader(m),
-                Err(_) => Input::ReaderGone,
-            }
-        } else if i == Some(i_rep) {
-            // The replies gate holds the sender until the loop has ended: never disconnected.
-            oper.recv(&self.replies)
-                .map_or(Input::Nothing, Input::Reply)
+            oper.recv(&self.inbound)
+                .map_or(Input::ReaderGone, Input::Reader)
+        } else if i == i_close {
+            let _ = oper.recv(self.shared.outbox.input_closed.receiver());
+            Input::Closing
+        } else if i == Some(i_abort) {
+            let _ = oper.recv(self.shared.abort_signal.receiver());
+            Input::Aborted
         } else {
-            debug_assert_eq!(i, i_room);
-            // The lane holds the sender: never disconnected. Only the batch moves now; the
-            // session is drained into a new one after the inputs waiting (a small message
-            // queued behind a stream goes out before its next fragment).
-            let _ = oper.recv(&self.shared.lane.room_rx);
-            self.offer();
+            debug_assert_eq!(i, i_send);
+            let batch = std::mem::take(&mut self.pending);
+            if let Err(e) = oper.send(&self.frames, ToWriter::Batch(batch)) {
+                self.writer_gone(e.into_inner());
+            }
             Input::Nothing
+        }
+    }
+
+    fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Command(c) => self.command(c, now),
+            Input::Reader(m) => self.reader_input(m, now),
+            Input::ReaderGone => self.reader_open = false,
+            Input::Closing => self.closing = true,
+            Input::Aborted => self.aborted = true,
+            Input::Nothing => {}
         }
     }
 
@@ -181,207 +226,192 @@ impl Mux {
     fn burst(&mut self, now: Instant) {
         for _ in 0..BURST {
             let mut progressed = false;
-            // Commands in runs: under load the outbox is where the messages are, and the
-            // other channels are mostly empty, so they are looked at once per run.
-            for _ in 0..OUTBOX_RUN {
-                if !self.outbox_open || self.out.len >= HIGH_WATER {
+            // Commands in runs: under load the outbox is where the messages are.
+            for _ in 0..RUN {
+                if !self.takes_commands() {
                     break;
                 }
-                match self.outbox.try_recv() {
-                    Ok(c) => {
-                        self.command(c, now);
-                        progressed = true;
-                    }
-                    Err(TryRecvError::Disconnected) => self.outbox_open = false,
-                    Err(TryRecvError::Empty) => break,
-                }
+                let Ok(c) = self.outbox.try_recv() else {
+                    break;
+                };
+                self.command(c, now);
+                progressed = true;
             }
-            if self.inbound_open {
+            self.release_taken();
+            for _ in 0..RUN {
+                if !self.reader_open {
+                    break;
+                }
                 match self.inbound.try_recv() {
                     Ok(m) => {
                         self.reader_input(m, now);
                         progressed = true;
                     }
-                    Err(TryRecvError::Disconnected) => self.inbound_open = false,
-                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => self.reader_open = false,
                 }
             }
-            if let Ok(r) = self.replies.try_recv() {
-                self.reply(r);
-                progressed = true;
+            if !self.closing && self.shared.outbox.input_closed.is_fired() {
+                self.closing = true;
             }
-            self.fill_batch();
+            self.fill();
             if !progressed {
                 break;
             }
         }
     }
 
-    fn handle(&mut self, input: Input, now: Instant) {
-        match input {
-            Input::Command(c) => self.command(c, now),
-            Input::OutboxClosed => self.outbox_open = false,
-            Input::Reader(m) => self.reader_input(m, now),
-            Input::ReaderGone => self.inbound_open = false,
-            Input::Reply(r) => self.reply(r),
-            Input::Nothing => {}
-        }
+    /// Makes room in the outbox for the sends and RPCs taken.
+    fn release_taken(&mut self) {
+        self.shared.outbox.took(std::mem::take(&mut self.taken));
     }
 
-    pub(super) fn command(&mut self, c: Command, now: Instant) {
-        self.taken += 1;
-        let counters = &self.shared.counters;
-        let aborted = self.shared.is_aborted();
+    fn command(&mut self, c: Command, now: Instant) {
+        let shared = &self.shared;
+        let counters = &shared.counters;
         match c {
             Command::Send {
                 protocol,
                 data,
                 receipt,
             } => {
+                self.taken += 1;
                 let len = data.len();
-                counters.accept(len);
-                Counters::add(&counters.direct_sends_accepted, 1);
-                if aborted {
-                    return counters.abandon(len, receipt);
-                }
-                if let Err((_, receipt)) = self.session.send(protocol, data, receipt) {
-                    // The handle checked the size against the same limit: unreachable, but
-                    // still accounted for.
-                    counters.abandon(len, receipt);
+                if let Err((_, tag)) = self.session.send(protocol, data, Tag::message(receipt)) {
+                    // The handle checked the size against the same limit: unreachable, but the
+                    // message was accepted, so it is accounted for.
+                    let mut abandoned = Settled::default();
+                    abandoned.add(tag.kind, len);
+                    shared.count_abandoned(abandoned);
                 }
             }
             Command::Rpc(rpc) => {
-                let RpcCommand {
-                    protocol,
-                    data,
-                    timeout,
-                    reply,
-                } = *rpc;
-                if aborted {
-                    Counters::add(&counters.rpcs_failed_at_close, 1);
-                    return reply.finish(Err(RpcError::Cancelled));
-                }
-                if self.session.outbound_rpcs() >= self.shared.config.max_concurrent_outbound_rpcs {
-                    // Completions the reader delivered but the mux has not seen yet still hold
-                    // slots: take them in first, then drop the RPCs whose callers left.
-                    while let Ok(m) = self.inbound.try_recv() {
-                        self.reader_input(m, now);
-                    }
-                    for id in self.session.cancel_rpcs_where(RpcTx::is_cancelled) {
-                        self.shared.take_waiter(id);
-                        Counters::add(&self.shared.counters.rpcs_cancelled, 1);
-                    }
-                }
-                let counters = &self.shared.counters;
+                self.taken += 1;
+                self.start_rpc(*rpc, now);
+            }
+            Command::Respond { slot, at, data } => {
                 let len = data.len();
-                let caller = reply.tx.clone();
                 match self
                     .session
-                    .start_rpc(now, protocol, data, timeout, reply, None)
+                    .respond(slot, at, data, Tag::of(Kind::Response))
                 {
-                    Ok(id) => {
-                        // Registered before the request can be written, so before any response.
-                        self.shared.waiters.lock().insert(id, caller);
-                        counters.accept(len);
-                        Counters::add(&counters.rpc_requests_accepted, 1);
-                        log::trace!("peer {}: rpc {} started", self.shared.remote, id.0);
+                    Ok(()) => {
+                        shared.responses_unsent.fetch_add(1, Ordering::Relaxed);
+                        Counters::add(&counters.inbound_rpcs_answered, 1);
                     }
-                    Err(RpcRefused::TooManyPending(n, reply)) => {
-                        Counters::add(&counters.rpcs_refused, 1);
-                        reply.finish(Err(RpcError::TooManyPending(n)));
+                    Err(_) => {
+                        // Accepted by the outbox, too late for the session (the request expired
+                        // while the response was queued): it will never be written.
+                        Counters::add(&counters.inbound_rpcs_unanswered, 1);
+                        shared.count_abandoned(Settled {
+                            messages: 1,
+                            bytes: len as u64,
+                            ..Settled::default()
+                        });
                     }
-                    Err(RpcRefused::TooLarge(_, reply)) => reply.finish(Err(RpcError::TooLarge)),
                 }
+            }
+            Command::Unanswered { slot } => {
+                self.session.abandon_request(slot);
+                Counters::add(&counters.inbound_rpcs_unanswered, 1);
             }
         }
     }
 
-    pub(super) fn reply(&mut self, r: Reply) {
-        let counters = &self.shared.counters;
-        match r {
-            Reply::Respond { slot, at, data } if !self.shared.is_aborted() => {
-                self.taken += 1;
-                let len = data.len();
-                match self.session.respond(slot, at, data, None) {
-                    Ok(()) => {
-                        counters.accept(len);
-                        Counters::add(&counters.rpc_responses_accepted, 1);
-                        Counters::add(&counters.inbound_rpcs_answered, 1);
-                    }
-                    Err(_) => Counters::add(&counters.inbound_rpcs_unanswered, 1),
-                }
+    fn start_rpc(&mut self, rpc: RpcCommand, now: Instant) {
+        let RpcCommand {
+            protocol,
+            data,
+            timeout,
+            reply,
+        } = rpc;
+        if self.session.outbound_rpcs() >= self.shared.config.max_concurrent_outbound_rpcs {
+            // Completions the reader delivered but the mux has not seen yet still hold slots:
+            // take them in first, then drop the RPCs whose callers left.
+            while let Ok(m) = self.inbound.try_recv() {
+                self.reader_input(m, now);
             }
-            Reply::Respond { slot, .. } => {
-                self.taken += 1;
-                self.session.abandon_request(slot);
-                Counters::add(&counters.inbound_rpcs_unanswered, 1);
-            }
-            Reply::Dropped { slot } => {
-                self.session.abandon_request(slot);
-                Counters::add(&counters.inbound_rpcs_unanswered, 1);
+            for id in self.session.cancel_rpcs_where(RpcTx::is_cancelled) {
+                self.shared.take_caller(id);
+                Counters::add(&self.shared.counters.rpcs_cancelled, 1);
             }
         }
+        let counters = &self.shared.counters;
+        let len = data.len();
+        let caller = reply.tx.clone();
+        match self
+            .session
+            .start_rpc(now, protocol, data, timeout, reply, Tag::message(None))
+        {
+            Ok(id) => {
+                // Registered before the request can be written, so before any response.
+                self.shared.callers.lock().insert(id, caller);
+                counters.accept(len);
+                Counters::add(&counters.rpc_requests_accepted, 1);
+                log::trace!("peer {}: rpc {} started", self.shared.remote, id.0);
+            }
+            Err(RpcRefused::TooManyPending(n, reply)) => {
+                Counters::add(&counters.rpcs_refused, 1);
+                reply.finish(Err(RpcError::TooManyPending(n)));
+            }
+            Err(RpcRefused::TooLarge(_, reply)) => reply.finish(Err(RpcError::TooLarge)),
+        }
+    }
+
+    /// Whether an inbound request can be admitted: the requests the application holds plus
+    /// the responses not yet written stay within `max_concurrent_inbound_rpcs`. A remote that
+    /// sends requests and never reads the responses therefore makes this side queue at most
+    /// that many responses; its further requests are dropped and counted, as at the limit.
+    fn admit(&self) -> bool {
+        let unsent = self.shared.responses_unsent.load(Ordering::Relaxed);
+        self.session.inbound_rpcs() + unsent < self.shared.config.max_concurrent_inbound_rpcs
     }
 
     fn reader_input(&mut self, m: FromReader, now: Instant) {
+        let shared = &self.shared;
+        let counters = &shared.counters;
         match m {
+            FromReader::Message(NetworkMessage::RpcRequest(r)) if !self.admit() => {
+                Counters::add(&counters.dropped_inbound_rpc_limit, 1);
+                shared.warnings.inbound_rpc_limit.warn(
+                    &shared.remote,
+                    &format_args!("{}, request {}", r.protocol_id, r.request_id.0),
+                );
+            }
             FromReader::Message(m) => self.session.handle_message(now, m),
-            FromReader::Malformed(e) => self.session.handle_malformed(&e),
+            FromReader::Malformed(e) => {
+                let unsent = shared.error_replies_unsent.load(Ordering::Relaxed);
+                if unsent < MAX_ERROR_REPLIES {
+                    shared.error_replies_unsent.fetch_add(1, Ordering::Relaxed);
+                    self.session.handle_malformed(&e, Tag::of(Kind::ErrorReply));
+                } else {
+                    Counters::add(&counters.error_replies_dropped, 1);
+                    shared.warnings.error_replies.warn(&shared.remote, &e);
+                }
+            }
             FromReader::Completed(id) => {
-                // `None`: it expired meanwhile, and the deadline found the caller already taken
+                // `None`: it expired meanwhile, and the timer found the caller already taken
                 // and counted it then.
                 if self.session.complete_rpc(id).is_some() {
-                    let c = &self.shared.counters;
-                    Counters::add(&c.rpcs_succeeded, 1);
-                    Counters::add(&c.responses_matched, 1);
+                    Counters::add(&counters.rpcs_succeeded, 1);
+                    Counters::add(&counters.responses_matched, 1);
                 }
             }
         }
     }
 
-    /// Delivers the session's events, fills the batch and appends it to the lane, until the
-    /// session is empty or the lane is full.
-    fn pump(&mut self) {
-        loop {
-            self.fill_batch();
-            if !self.offer() || !self.session.has_transmit() {
-                return;
-            }
-        }
-    }
-
-    /// Appends the batch to the lane; false if the lane is full (the batch stays).
-    fn offer(&mut self) -> bool {
-        self.out.seal(&mut self.head);
-        // Everything taken is in the lane once this batch is, if the session holds nothing
-        // more (a stream still sending keeps the fast path back until its last fragment).
-        let released = if self.session.has_transmit() {
-            0
-        } else {
-            self.taken
-        };
-        if self.out.is_empty() && released == 0 {
-            return true;
-        }
-        if !self.shared.append_from_mux(&mut self.out, released, false) {
-            return false;
-        }
-        self.taken -= released;
-        true
-    }
-
-    /// Delivers events and moves frames from the session into the batch, up to the mark.
-    fn fill_batch(&mut self) {
+    /// Delivers the session's events and moves its frames into the batch, up to the mark.
+    fn fill(&mut self) {
         while let Some(ev) = self.session.poll_event() {
             self.deliver(ev);
         }
-        while self.out.len < HIGH_WATER {
+        while self.pending.len() < HIGH_WATER {
             let Some(t) = self.session.poll_transmit() else {
                 break;
             };
             log::trace!("peer {}: frame out", self.shared.remote);
             if let Err(e) = self
-                .out
+                .pending
                 .push(t, self.shared.config.max_frame_size, &mut self.head)
             {
                 // Payloads are bounded so that every frame fits: a bug if it happens.
@@ -390,186 +420,91 @@ impl Mux {
         }
     }
 
-    fn deliver(&mut self, ev: Event<RpcTx>) {
-        let shared = &self.shared;
-        let counters = &shared.counters;
-        match ev {
-            Event::Request {
-                protocol,
-                data,
-                slot,
-                deadline,
-            } => {
-                let Some(handler) = self.handlers.get(protocol) else {
-                    self.session.abandon_request(slot);
-                    Counters::add(&counters.dropped_unknown_protocol, 1);
-                    return shared
-                        .warnings
-                        .unknown_protocol
-                        .warn(&shared.remote, &protocol);
-                };
-                let responder =
-                    Responder::new(shared.clone(), slot, deadline, shared.config.max_payload());
-                let msg = Inbound::Request {
-                    from: shared.remote,
-                    protocol,
-                    data,
-                    responder,
-                };
-                match handler.deliver(msg) {
-                    Ok(evicted) => {
-                        Counters::add(&counters.requests_delivered, 1);
-                        if shared.is_closing() {
-                            Counters::add(&counters.delivered_during_drain, 1);
-                        }
-                        // An evicted request's responder frees its slot when dropped here.
-                        if evicted.is_some() {
-                            Counters::add(&counters.dropped_handler_full, 1);
-                            shared.warnings.handler_full.warn(&shared.remote, &protocol);
-                        }
-                    }
-                    // Dropping the message drops its responder, which frees the slot.
-                    Err(_) => {
-                        Counters::add(&counters.dropped_handler_full, 1);
-                        shared.warnings.handler_full.warn(&shared.remote, &protocol);
-                    }
-                }
+    /// Hands batches to the writer while the frames channel has room and the session has
+    /// frames.
+    fn pump(&mut self) {
+        loop {
+            self.fill();
+            if self.pending.is_empty() {
+                return;
             }
-            Event::Message { protocol, data } => {
-                // The reader delivers direct sends itself; a session fed by it never emits this.
-                let msg = Inbound::Message {
-                    from: shared.remote,
-                    protocol,
-                    data,
-                };
-                let delivered = self.handlers.get(protocol).map(|h| h.deliver(msg));
-                if !matches!(delivered, Some(Ok(None))) {
-                    Counters::add(&counters.dropped_handler_full, 1);
-                }
-            }
-            Event::RequestRefused {
-                protocol,
-                request_id,
-            } => {
-                Counters::add(&counters.dropped_inbound_rpc_limit, 1);
-                shared.warnings.inbound_rpc_limit.warn(
-                    &shared.remote,
-                    &format_args!("{protocol}, request {}", request_id.0),
-                );
-            }
-            Event::RpcDone {
-                request_id,
-                token,
-                result,
-            } => {
-                let Some(caller) = shared.take_waiter(request_id) else {
-                    // The reader answered the caller a moment before this deadline.
-                    Counters::add(&counters.rpcs_succeeded, 1);
-                    Counters::add(&counters.responses_matched, 1);
+            self.pending.seal(&mut self.head);
+            let batch = std::mem::take(&mut self.pending);
+            match self.frames.try_send(ToWriter::Batch(batch)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ToWriter::Batch(b))) => {
+                    self.pending = b;
                     return;
-                };
-                let outcome = match result {
-                    Ok(data) => {
-                        let counter = if token.is_cancelled() {
-                            &counters.rpcs_cancelled
-                        } else {
-                            Counters::add(&counters.responses_matched, 1);
-                            &counters.rpcs_succeeded
-                        };
-                        Counters::add(counter, 1);
-                        Ok(data)
-                    }
-                    Err(RpcFailure::TimedOut) => {
-                        Counters::add(&counters.rpcs_timed_out, 1);
-                        Err(RpcError::TimedOut)
-                    }
-                    Err(RpcFailure::Closed) => {
-                        Counters::add(&counters.rpcs_failed_at_close, 1);
-                        Err(RpcError::Disconnected)
-                    }
-                };
-                let _ = caller.try_send(outcome);
-            }
-            Event::UnknownResponse(id) => {
-                Counters::add(&counters.unknown_responses, 1);
-                log::trace!(
-                    "peer {}: response for unknown request {}",
-                    shared.remote,
-                    id.0
-                );
-            }
-            Event::RemoteError(e) => {
-                Counters::add(&counters.remote_errors, 1);
-                shared
-                    .warnings
-                    .remote_error
-                    .warn(&shared.remote, &format_args!("{e:?}"));
-            }
-            Event::Stream(e) => {
-                Counters::add(&counters.stream_errors, 1);
-                shared.warnings.stream.warn(&shared.remote, &e);
+                }
+                Err(e) => {
+                    self.writer_gone(e.into_inner());
+                    return;
+                }
             }
         }
     }
 
-    /// After the loop: settles everything still held, then queues the close marker behind the
-    /// last frame.
-    pub(super) fn finish_drain(&mut self) {
-        let shared = self.shared.clone();
-        let counters = &shared.counters;
-        let aborted = self.shared.is_aborted();
-        // Replies accepted before the gate closes are handled; `close` waits for any reply
-        // being sent right now.
-        self.shared.replies.close();
-        while let Ok(r) = self.replies.try_recv() {
-            self.reply(r);
+    /// The writer has ended (it panicked): what was for it is abandoned.
+    fn writer_gone(&mut self, item: ToWriter) {
+        if let ToWriter::Batch(b) = item {
+            let mut abandoned = Settled::default();
+            b.abandon(&mut abandoned);
+            self.shared.count_abandoned(abandoned);
         }
-        // Commands still queued (the loop ended at the deadline or by abort) were accepted:
-        // they are settled, not sent. Senders blocked on a full outbox were woken by the gate
-        // closing, so this ends as soon as they have returned.
-        while let Ok(c) = self.outbox.recv() {
+    }
+
+    /// After the loop: closes the outbox, settles what is left, and hands the last frames to
+    /// the writer. Past the deadline (or on abort) nothing more is sent: it is abandoned.
+    fn finish(&mut self) {
+        let shared = self.shared.clone();
+        let now = Instant::now();
+        self.aborted |= shared.is_aborted();
+        let past = self.aborted || shared.deadline().is_some_and(|d| now >= d);
+        // The barrier: once this returns, every reply accepted is in the channel.
+        shared.outbox.close();
+        let left: Vec<Command> = self.outbox.try_iter().collect();
+        for c in left {
             match c {
-                Command::Send { data, receipt, .. } => {
-                    counters.accept(data.len());
-                    Counters::add(&counters.direct_sends_accepted, 1);
-                    counters.abandon(data.len(), receipt);
+                // A request is not started during the close's last step.
+                c @ Command::Rpc(_) => close::settle_refused(&shared, std::iter::once(c)),
+                c if past => close::settle_refused(&shared, std::iter::once(c)),
+                c => self.command(c, now),
+            }
+        }
+        self.taken = 0;
+        let mut abandoned = Settled::default();
+        if !past {
+            // Everything the session holds goes out, waiting for room as the writer drains
+            // (bounded: past the deadline it abandons what it is given).
+            loop {
+                self.fill();
+                if self.pending.is_empty() {
+                    break;
                 }
-                Command::Rpc(rpc) => {
-                    let reply = rpc.reply;
-                    Counters::add(&counters.rpcs_failed_at_close, 1);
-                    let e = if aborted {
-                        RpcError::Cancelled
-                    } else {
-                        RpcError::Disconnected
-                    };
-                    reply.finish(Err(e));
+                self.pending.seal(&mut self.head);
+                let batch = std::mem::take(&mut self.pending);
+                if let Err(e) = self.frames.send(ToWriter::Batch(batch)) {
+                    self.writer_gone(e.into_inner());
+                    break;
                 }
             }
         }
-        let mut leftovers = self.session.close();
-        for (id, _) in leftovers.rpcs.drain(..) {
-            let Some(caller) = shared.take_waiter(id) else {
+        let leftovers = self.session.close();
+        for (id, _) in leftovers.rpcs {
+            let Some(caller) = shared.take_caller(id) else {
                 // Answered by the reader; the mux had not seen the completion yet.
-                Counters::add(&counters.rpcs_succeeded, 1);
-                Counters::add(&counters.responses_matched, 1);
+                Counters::add(&shared.counters.rpcs_succeeded, 1);
+                Counters::add(&shared.counters.responses_matched, 1);
                 continue;
             };
-            Counters::add(&counters.rpcs_failed_at_close, 1);
-            let e = if aborted {
-                RpcError::Cancelled
-            } else {
-                RpcError::Disconnected
-            };
-            let _ = caller.try_send(Err(e));
+            Counters::add(&shared.counters.rpcs_failed_at_close, 1);
+            let _ = caller.try_send(Err(close::rpc_error(&shared)));
         }
         for c in leftovers.messages {
-            counters.abandon(c.len, c.tag);
+            abandoned.add(c.tag.kind, c.len);
         }
-        self.fill_batch();
-        self.out.seal(&mut self.head);
-        // Past the lane's mark if need be: this is the last batch, and the writer abandons it
-        // if the deadline has passed.
-        shared.append_from_mux(&mut self.out, 0, true);
-        shared.lane.close_writer();
+        self.pending.seal(&mut self.head);
+        std::mem::take(&mut self.pending).abandon(&mut abandoned);
+        shared.count_abandoned(abandoned);
     }
 }

@@ -2,10 +2,13 @@
 //! (socket readable, or its `Waker` to stop), decodes frames and reassembles streams.
 //!
 //! Direct sends go straight from here to their handler: no extra thread hop on the latency
-//! path, and handler order is wire order. RPC traffic and malformed frames go to the mux, which
-//! owns the RPC state. On EOF, a read error or a fatal framing error the reader starts the close
-//! and exits; otherwise it keeps reading through the drain until told to stop, so the kernel
-//! never resets data the remote has not read.
+//! path, and handler order is wire order. An RPC response goes straight to its caller (see
+//! `Shared::callers`). Requests, remote errors and malformed frames go to the mux, which owns
+//! the RPC state; the mux always takes them, so the reader never stalls on it, and once the mux
+//! has ended they are counted as unhandled. On EOF, a read error or a fatal framing error the
+//! reader starts the close and exits; otherwise it keeps reading and delivering through the
+//! drain until the closer tells it to stop, so the kernel never resets data the remote has not
+//! read.
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
@@ -14,7 +17,8 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::Sender;
 use mio::{Events, Interest, Poll, Token};
 
-use super::builder::Handlers;
+use super::close;
+use super::handler::Handlers;
 use super::metrics::Counters;
 use super::shared::{FromReader, Shared};
 use super::socket::Half;
@@ -92,10 +96,8 @@ impl Reader {
             }
         };
         match stop {
-            Stop::Eof => self
-                .shared
-                .begin_close(DisconnectReason::ConnectionClosed, false),
-            Stop::Error(reason) => self.shared.begin_close(reason, false),
+            Stop::Eof => close::start(&self.shared, DisconnectReason::ConnectionClosed, false),
+            Stop::Error(reason) => close::start(&self.shared, reason, false),
             Stop::Told => {}
         }
         log::debug!("peer {}: reader exits", self.shared.remote);
@@ -271,7 +273,7 @@ impl Reader {
                 }
                 return;
             }
-            NetworkMessage::RpcResponse(r) => match self.shared.take_waiter(r.request_id) {
+            NetworkMessage::RpcResponse(r) => match self.shared.take_caller(r.request_id) {
                 // The caller is answered from this thread: one hop less per RPC.
                 Some(caller) => {
                     let _ = caller.try_send(Ok(r.raw_response));

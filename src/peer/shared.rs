@@ -1,266 +1,92 @@
-//! State shared by a connection's threads and handles, the messages they pass to each other,
-//! and the one entry point that starts a close ([`Shared::begin_close`]).
+//! What a connection's threads and handles share: the configuration, the outbox, atomic
+//! counters, the close's state and the routing table of outbound RPC callers. Protocol state is
+//! not here: the mux owns the session, the reader the decoder and reassembler, the writer the
+//! socket's write side.
 
 use std::collections::HashMap;
-use std::io::IoSlice;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use super::gate::Gate;
-use super::handle::{Delivery, ReceiptTx};
-use super::lane::Lane;
+use super::batch::{Settled, ToWriter};
 use super::metrics::{Counters, RateLimited};
-use super::socket::Half;
-use super::{DisconnectReason, DrainReport, PeerId};
+use super::outbox::{Command, Outbox};
+use super::signal::Signal;
+use super::{DisconnectReason, Disconnected, DrainReport, PeerId};
 use crate::config::PeerConfig;
 use crate::error::RpcError;
-use crate::proto::codec::encode_frame_split;
-use crate::proto::{FrameError, FrameTooLarge, NetworkMessage, ProtocolId, RequestId, Transmit};
+use crate::proto::{FrameError, NetworkMessage, RequestId};
 
-/// What an application thread asks the mux to do.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Send {
-        protocol: ProtocolId,
-        data: Bytes,
-        receipt: Option<ReceiptTx>,
-    },
-    /// Boxed: the outbox preallocates every slot, and an unboxed RPC would make each slot of
-    /// every peer's outbox as large as this rarer command.
-    Rpc(Box<RpcCommand>),
-}
-
-/// An outbound RPC on its way to the mux.
-#[derive(Debug)]
-pub(crate) struct RpcCommand {
-    pub(crate) protocol: ProtocolId,
-    pub(crate) data: Bytes,
-    pub(crate) timeout: Duration,
-    pub(crate) reply: RpcTx,
-}
-
-/// Where an outbound RPC's outcome goes.
-#[derive(Debug)]
-pub(crate) struct RpcTx {
-    pub(crate) tx: Sender<Result<Bytes, RpcError>>,
-    /// Set when the caller drops its `PendingRpc` without a result: frees the slot early.
-    pub(crate) cancelled: Arc<AtomicBool>,
-}
-
-impl RpcTx {
-    pub(crate) fn finish(self, result: Result<Bytes, RpcError>) {
-        // Capacity 1 and a single send: never blocks. A caller that left is not an error.
-        let _ = self.tx.try_send(result);
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
-    }
-}
-
-/// What a `Responder` tells the mux. Exactly one per admitted request.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Respond { slot: u64, at: Instant, data: Bytes },
-    Dropped { slot: u64 },
-}
-
-/// What the reader hands the mux (direct sends bypass it).
+/// What the reader hands the mux (direct sends go from the reader to their handler).
 #[derive(Debug)]
 pub(crate) enum FromReader {
     Message(NetworkMessage),
     Malformed(FrameError),
-    /// The reader answered this outbound RPC's caller itself (see `Shared::waiters`); the mux
+    /// The reader answered this outbound RPC's caller itself (see `Shared::callers`); the mux
     /// only updates its bookkeeping.
     Completed(RequestId),
 }
 
 impl FromReader {
-    /// Counts a message that arrived after the mux stopped handling them: a response can
-    /// complete no call, a request can no longer be answered. (A malformed frame was counted
-    /// when it was read; its reply is moot.)
+    /// Counts a message that arrived after the mux had ended: a response can complete no call,
+    /// a request can no longer be answered. (A malformed frame was counted when it was read;
+    /// its reply is moot.)
     pub(crate) fn count_unhandled(&self, counters: &Counters) {
         match self {
             FromReader::Message(NetworkMessage::RpcResponse(_)) => {
                 Counters::add(&counters.unknown_responses, 1);
             }
             FromReader::Message(_) => Counters::add(&counters.dropped_handler_full, 1),
-            // The caller was answered by the reader, and the close counted it as succeeded
-            // when it found the waiter gone.
             FromReader::Malformed(_) | FromReader::Completed(_) => {}
         }
     }
 }
 
-/// The message whose last byte ends at `end` within its batch.
+/// Logs that would otherwise flood: one warning a second each.
 #[derive(Debug)]
-pub(crate) struct Mark {
-    pub(crate) end: usize,
-    pub(crate) len: usize,
-    pub(crate) receipt: Option<ReceiptTx>,
+pub(crate) struct Warnings {
+    pub(crate) unknown_protocol: RateLimited,
+    pub(crate) handler_full: RateLimited,
+    pub(crate) inbound_rpc_limit: RateLimited,
+    pub(crate) malformed: RateLimited,
+    pub(crate) error_replies: RateLimited,
+    pub(crate) stream: RateLimited,
+    pub(crate) remote_error: RateLimited,
 }
 
-/// Encoded frames ready for one vectored write: small frames packed together, large payloads
-/// as their own chunks (shared with the sender's buffer, not copied).
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    pub(crate) chunks: Vec<Bytes>,
-    pub(crate) marks: Vec<Mark>,
-    pub(crate) len: usize,
-    /// Bytes already written (a batch can be started by the mux and finished by the writer).
-    pub(crate) written: usize,
-    /// Marks already resolved as written.
-    next_mark: usize,
-}
-
-impl Batch {
-    /// Appends one frame. `head` is the mux's scratch buffer, split off into chunks.
-    pub(crate) fn push(
-        &mut self,
-        t: Transmit<Option<ReceiptTx>>,
-        max_frame_size: usize,
-        head: &mut BytesMut,
-    ) -> Result<(), FrameTooLarge> {
-        let before = head.len();
-        if let Some(payload) = encode_frame_split(&t.message, max_frame_size, head)? {
-            self.len += head.len() - before + payload.len();
-            self.chunks.push(head.split().freeze());
-            self.chunks.push(payload);
-        } else {
-            self.len += head.len() - before;
-        }
-        if let Some(c) = t.completes {
-            self.marks.push(Mark {
-                end: self.len,
-                len: c.len,
-                receipt: c.tag,
-            });
-        }
-        Ok(())
-    }
-
-    /// Appends a sealed batch that nothing has been written from.
-    pub(crate) fn append(&mut self, mut other: Batch) {
-        debug_assert_eq!(other.written, 0);
-        let base = self.len;
-        self.marks.extend(other.marks.drain(..).map(|m| Mark {
-            end: m.end + base,
-            ..m
-        }));
-        self.chunks.append(&mut other.chunks);
-        self.len += other.len;
-    }
-
-    /// Moves the bytes still in `head` into the batch; call before handing it over.
-    pub(crate) fn seal(&mut self, head: &mut BytesMut) {
-        if !head.is_empty() {
-            self.chunks.push(head.split().freeze());
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub(crate) fn is_written(&self) -> bool {
-        self.written == self.len
-    }
-
-    /// Appends slices of the bytes not yet written, up to `max` slices in `out`.
-    pub(crate) fn unwritten<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max: usize) {
-        let mut skip = self.written;
-        for chunk in &self.chunks {
-            if out.len() == max {
-                return;
-            }
-            if skip >= chunk.len() {
-                skip -= chunk.len();
-                continue;
-            }
-            out.push(IoSlice::new(&chunk[skip..]));
-            skip = 0;
-        }
-    }
-
-    /// Records up to `n` more bytes as written and resolves the messages they complete,
-    /// adding them to `done` (messages, payload bytes). Returns the bytes taken from `n`.
-    pub(crate) fn advance(&mut self, n: usize, done: &mut (u64, u64)) -> usize {
-        let step = n.min(self.len - self.written);
-        self.written += step;
-        while let Some(mark) = self.marks.get_mut(self.next_mark) {
-            if mark.end > self.written {
-                break;
-            }
-            done.0 += 1;
-            done.1 += mark.len as u64;
-            if let Some(r) = mark.receipt.take() {
-                r.resolve(Delivery::Written);
-            }
-            self.next_mark += 1;
-        }
-        step
-    }
-
-    /// Counts every message of the batch not yet written as abandoned.
-    pub(crate) fn abandon(mut self, counters: &Counters) {
-        for mark in self.marks.drain(self.next_mark..) {
-            counters.abandon(mark.len, mark.receipt);
+impl Default for Warnings {
+    fn default() -> Warnings {
+        Warnings {
+            unknown_protocol: RateLimited::new("dropped message for unknown protocol"),
+            handler_full: RateLimited::new("dropped message, handler full"),
+            inbound_rpc_limit: RateLimited::new("dropped rpc request over the limit"),
+            malformed: RateLimited::new("malformed frame"),
+            error_replies: RateLimited::new("error reply not sent, too many unsent"),
+            stream: RateLimited::new("bad stream frame"),
+            remote_error: RateLimited::new("remote reported an error"),
         }
     }
 }
 
-/// Writes as much of `batches` as the socket takes in one vectored call and resolves the
-/// messages completed; fully written batches stay for the caller to remove. Never blocks: the
-/// socket is non-blocking.
-pub(crate) fn write_batches(
-    half: &Half,
-    batches: &mut [Batch],
-    counters: &Counters,
-) -> std::io::Result<usize> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
-    for b in batches.iter() {
-        b.unwritten(&mut slices, MAX_IOV);
-        if slices.len() == MAX_IOV {
-            break;
-        }
-    }
-    let written = half.write_vectored(&slices)?;
-    drop(slices);
-    Counters::add(&counters.write_calls, 1);
-    Counters::add(&counters.wire_bytes_out, written as u64);
-    let (mut n, mut done) = (written, (0, 0));
-    for b in batches.iter_mut() {
-        if n == 0 {
-            break;
-        }
-        n -= b.advance(n, &mut done);
-    }
-    Counters::add(&counters.messages_written, done.0);
-    Counters::add(&counters.bytes_written, done.1);
-    Ok(written)
-}
-
-/// Most slices handed to one `writev`.
-const MAX_IOV: usize = 64;
-
-impl Counters {
-    pub(crate) fn abandon(&self, len: usize, receipt: Option<ReceiptTx>) {
-        Counters::add(&self.messages_abandoned, 1);
-        Counters::add(&self.bytes_abandoned, len as u64);
-        if let Some(r) = receipt {
-            r.resolve(Delivery::Abandoned);
-        }
-    }
-
-    pub(crate) fn accept(&self, len: usize) {
-        Counters::add(&self.messages_accepted, 1);
-        Counters::add(&self.bytes_accepted, len as u64);
-    }
+/// The connection's threads and the channel ends the close needs: taken by whoever starts the
+/// close, and handed to the closer thread.
+#[derive(Debug)]
+pub(crate) struct Threads {
+    pub(crate) mux: JoinHandle<()>,
+    pub(crate) writer: JoinHandle<()>,
+    pub(crate) reader: JoinHandle<()>,
+    /// Disconnected when the reader thread ends.
+    pub(crate) reader_done: Receiver<()>,
+    /// The closer's end of the frames channel, for `DrainAndClose`.
+    pub(crate) frames: Sender<ToWriter>,
+    /// To settle what a mux that panicked left in the outbox.
+    pub(crate) outbox: Receiver<Command>,
+    pub(crate) on_disconnect: Option<Sender<Disconnected>>,
 }
 
 /// Where the close stands.
@@ -271,81 +97,106 @@ pub(crate) struct CloseState {
     pub(crate) deadline: Option<Instant>,
     pub(crate) aborted: bool,
     pub(crate) report: Option<DrainReport>,
-}
-
-/// Logs that would otherwise flood: one warning a second each.
-#[derive(Debug)]
-pub(crate) struct Warnings {
-    pub(crate) unknown_protocol: RateLimited,
-    pub(crate) handler_full: RateLimited,
-    pub(crate) inbound_rpc_limit: RateLimited,
-    pub(crate) malformed: RateLimited,
-    pub(crate) stream: RateLimited,
-    pub(crate) remote_error: RateLimited,
+    /// Until the close starts (or until they are installed, if it started during the spawn).
+    pub(crate) threads: Option<Threads>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: PeerConfig,
     pub(crate) remote: PeerId,
-    pub(crate) outbox: Gate<Command>,
-    /// Kept only to sample the outbox depth.
-    pub(crate) outbox_rx: Receiver<Command>,
-    pub(crate) replies: Arc<Gate<Reply>>,
-    pub(crate) counters: Counters,
+    pub(crate) outbox: Outbox,
+    pub(crate) counters: Arc<Counters>,
     pub(crate) warnings: Warnings,
     pub(crate) close: Mutex<CloseState>,
     pub(crate) finished: Condvar,
     /// Fast flags for the hot loops; the authoritative values are in `close`.
-    pub(crate) closing: AtomicBool,
-    pub(crate) aborted: AtomicBool,
+    closing: AtomicBool,
+    aborted: AtomicBool,
+    /// Fires on abort: wakes the mux out of its `Select`.
+    pub(crate) abort_signal: Signal,
+    /// A connection thread panicked: the report reconciles what it held.
+    pub(crate) panicked: AtomicBool,
+    /// The writer gave up (write error or timeout): nothing more will be written.
+    pub(crate) write_failed: AtomicBool,
     /// Callers of outbound RPCs whose request was admitted, by request id. The reader hands a
-    /// response straight to its caller from here (no hop through the mux); the mux takes the
-    /// entry at the RPC's deadline or at the close. Whoever removes the entry delivers the one
-    /// outcome.
-    pub(crate) waiters: Mutex<HashMap<RequestId, Sender<Result<Bytes, RpcError>>>>,
-    /// The ordered queue of encoded frames in front of the socket (see `lane.rs`).
-    pub(crate) lane: Lane,
-    /// Set by the supervisor (or an abort) to make the reader stop reading.
+    /// response straight to its caller from here, which saves the RPC path one thread hop.
+    /// Exactly one outcome per caller: the entry is removed under this lock by whoever
+    /// delivers (the reader on a response, the mux on the timeout, a cancellation or the
+    /// close), and only the remover sends.
+    pub(crate) callers: Mutex<HashMap<RequestId, Sender<Result<Bytes, RpcError>>>>,
+    /// Responses and error replies handed to the writer and not yet settled: they bound what a
+    /// remote that never reads can make this side queue (see `Mux::admit`).
+    pub(crate) responses_unsent: AtomicUsize,
+    pub(crate) error_replies_unsent: AtomicUsize,
+    /// Set to make the reader stop reading; its waker interrupts its `Poll`.
     pub(crate) reader_stop: AtomicBool,
     pub(crate) reader_waker: mio::Waker,
+    /// Interrupts the writer's wait for a writable socket (the deadline changed).
     pub(crate) writer_waker: mio::Waker,
 }
 
 impl Shared {
-    /// Starts the close (or, if started, only makes it an abort). The first reason wins.
-    pub(crate) fn begin_close(&self, reason: DisconnectReason, abort: bool) {
-        let now = Instant::now();
-        {
-            let mut st = self.close.lock();
-            if st.reason.is_none() {
-                st.reason = Some(reason);
-                st.started = Some(now);
-                st.deadline = Some(now + self.config.linger);
-                log::debug!("peer {}: close started: {reason}", self.remote);
-            }
-            if abort && !st.aborted {
-                st.aborted = true;
-                st.deadline = Some(now);
-                self.aborted.store(true, Ordering::SeqCst);
-                self.reader_stop.store(true, Ordering::SeqCst);
-                log::debug!("peer {}: aborted", self.remote);
-            }
-            self.closing.store(true, Ordering::SeqCst);
-        }
-        self.lane.close_input();
-        self.outbox.close();
-        // The writer may be waiting on a full socket with an older deadline; the reader must
-        // notice an abort. A waker error means the poll is gone, i.e. the thread has ended.
-        let _ = self.writer_waker.wake();
-        if abort {
-            let _ = self.reader_waker.wake();
+    pub(crate) fn new(
+        config: PeerConfig,
+        remote: PeerId,
+        outbox: Outbox,
+        counters: Arc<Counters>,
+        reader_waker: mio::Waker,
+        writer_waker: mio::Waker,
+    ) -> Shared {
+        Shared {
+            config,
+            remote,
+            outbox,
+            counters,
+            warnings: Warnings::default(),
+            close: Mutex::new(CloseState::default()),
+            finished: Condvar::new(),
+            closing: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+            abort_signal: Signal::new(),
+            panicked: AtomicBool::new(false),
+            write_failed: AtomicBool::new(false),
+            callers: Mutex::new(HashMap::new()),
+            responses_unsent: AtomicUsize::new(0),
+            error_replies_unsent: AtomicUsize::new(0),
+            reader_stop: AtomicBool::new(false),
+            reader_waker,
+            writer_waker,
         }
     }
 
-    /// Takes the caller of RPC `id`, if nobody has delivered its outcome yet.
-    pub(crate) fn take_waiter(&self, id: RequestId) -> Option<Sender<Result<Bytes, RpcError>>> {
-        self.waiters.lock().remove(&id)
+    /// Records the start of the close (the first reason wins; `abort` makes a started close an
+    /// abort). Returns the threads if this call is the first to find them: the caller must then
+    /// have them closed. Nothing else happens here: the effects are `close::start`'s.
+    pub(crate) fn record_close(&self, reason: DisconnectReason, abort: bool) -> Option<Threads> {
+        let now = Instant::now();
+        let mut st = self.close.lock();
+        if st.reason.is_none() {
+            st.reason = Some(reason);
+            st.started = Some(now);
+            st.deadline = Some(crate::proto::deadline_after(now, self.config.linger));
+            log::debug!("peer {}: close started: {reason}", self.remote);
+        }
+        if abort && !st.aborted {
+            st.aborted = true;
+            st.deadline = Some(now);
+            self.aborted.store(true, Ordering::SeqCst);
+            log::debug!("peer {}: aborted", self.remote);
+        }
+        self.closing.store(true, Ordering::SeqCst);
+        st.threads.take()
+    }
+
+    /// Keeps the threads until a close starts; hands them back if it already has.
+    pub(crate) fn install_threads(&self, threads: Threads) -> Option<Threads> {
+        let mut st = self.close.lock();
+        if st.reason.is_some() {
+            return Some(threads);
+        }
+        st.threads = Some(threads);
+        None
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -356,11 +207,51 @@ impl Shared {
         self.aborted.load(Ordering::Relaxed)
     }
 
+    /// The drain deadline, once the close has started.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.close.lock().deadline
     }
 
-    /// Blocks until the supervisor has published the report.
+    /// `now + d`, saturated (see `proto::deadline_after`).
+    pub(crate) fn after(d: Duration) -> Instant {
+        crate::proto::deadline_after(Instant::now(), d)
+    }
+
+    /// Takes the caller of RPC `id`, if nobody has delivered its outcome yet.
+    pub(crate) fn take_caller(&self, id: RequestId) -> Option<Sender<Result<Bytes, RpcError>>> {
+        self.callers.lock().remove(&id)
+    }
+
+    /// Tells the reader to stop reading.
+    pub(crate) fn stop_reader(&self) {
+        self.reader_stop.store(true, Ordering::SeqCst);
+        // An error means the poll is gone, i.e. the reader has ended.
+        let _ = self.reader_waker.wake();
+    }
+
+    /// Adds what the writer (or the mux, at the end) settled as written.
+    pub(crate) fn count_written(&self, s: Settled) {
+        let c = &self.counters;
+        Counters::add(&c.messages_written, s.messages);
+        Counters::add(&c.bytes_written, s.bytes);
+        self.responses_unsent
+            .fetch_sub(s.responses, Ordering::Relaxed);
+        self.error_replies_unsent
+            .fetch_sub(s.error_replies, Ordering::Relaxed);
+    }
+
+    /// Adds what was settled as abandoned.
+    pub(crate) fn count_abandoned(&self, s: Settled) {
+        let c = &self.counters;
+        Counters::add(&c.messages_abandoned, s.messages);
+        Counters::add(&c.bytes_abandoned, s.bytes);
+        self.responses_unsent
+            .fetch_sub(s.responses, Ordering::Relaxed);
+        self.error_replies_unsent
+            .fetch_sub(s.error_replies, Ordering::Relaxed);
+    }
+
+    /// Blocks until the closer has published the report.
     pub(crate) fn wait_report(&self) -> DrainReport {
         let mut st = self.close.lock();
         loop {

@@ -1,45 +1,63 @@
-//! The writer thread (`syncpeer-writer`): owns the socket's write side while it holds a batch
-//! taken from the [lane](super::lane), which is everything queued in wire order since it last
-//! looked (batching is where throughput comes from). When the lane is empty it parks; an
-//! appender finding it parked either rings it or, on an idle connection, writes the bytes
-//! itself. The socket is non-blocking; on `WouldBlock` the writer waits on its own `mio::Poll`
-//! for writability, bounded by `write_timeout` without progress and, once a close has started,
-//! by the drain deadline. Past either, or after a write error or an abort, every message not yet
-//! written is counted as abandoned (and its receipt resolved), so each accepted message gets
-//! exactly one outcome. Once the mux has closed the lane and the writer has emptied it, it
-//! half-closes.
+//! The writer thread (`syncpeer-writer`): the only thread that writes to the socket. It waits on
+//! the frames channel for a [`Batch`] or `DrainAndClose`, takes everything queued behind the
+//! first item too, and writes it all with as few vectored writes as the kernel allows
+//! (batching is where throughput comes from).
+//!
+//! The socket is non-blocking; on `WouldBlock` the writer waits on its own `mio::Poll` for
+//! writability, bounded by `write_timeout` without progress and, once a close has started, by
+//! the drain deadline. Past either, after a write error, or on abort, it gives up: it writes
+//! nothing more, ever (a frame may have been cut, and nothing may follow it), and every
+//! message not yet written, in the batch at hand and in every batch that comes after, is
+//! settled as abandoned, its receipt resolved. On `DrainAndClose` it half-closes the socket,
+//! so the remote reads EOF after the last byte, and ends.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, IoSlice};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::DisconnectReason;
+use super::batch::{Batch, Settled, ToWriter};
+use super::close;
 use super::metrics::Counters;
-use super::shared::{Batch, Shared, write_batches};
+use super::shared::Shared;
 use super::socket::Half;
+use super::spin;
 
 pub(crate) const WAKER: Token = Token(1);
 const SOCKET: Token = Token(0);
 
+/// Most slices handed to one `writev`.
+const MAX_IOV: usize = 64;
+/// Most batches taken from the channel for one round of writes.
+const MAX_BATCHES: usize = 64;
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    half: Arc<Half>,
+    half: Half,
     poll: Poll,
+    frames: Receiver<ToWriter>,
     /// Once set, nothing more is written; everything is abandoned.
     broken: bool,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, half: Arc<Half>, poll: Poll) -> Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        half: Half,
+        poll: Poll,
+        frames: Receiver<ToWriter>,
+    ) -> Writer {
         Writer {
             shared,
             half,
             poll,
+            frames,
             broken: false,
         }
     }
@@ -52,58 +70,84 @@ impl Writer {
                 .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)
         {
             log::error!("peer {}: cannot poll the socket: {e}", self.shared.remote);
-            self.fail(DisconnectReason::InputOutputError);
+            self.fail();
         }
-        let shared = self.shared.clone();
-        let counters = &shared.counters;
-        while let Some(mut batch) = shared.next_batch() {
-            Counters::add(&counters.write_batches, 1);
-            Counters::add(&counters.writer_queue_depth, 1);
-            if !self.broken && !self.shared.is_aborted() {
-                self.write_batch(&mut batch);
+        let mut batches: Vec<Batch> = Vec::new();
+        loop {
+            let Some(first) = self.next() else {
+                // Every sender is gone without the marker: the mux and the closer both ended
+                // abnormally. Nothing more can come.
+                break;
+            };
+            let mut drain = false;
+            match first {
+                ToWriter::Batch(b) => batches.push(b),
+                ToWriter::DrainAndClose => drain = true,
             }
-            batch.abandon(counters);
-            counters.writer_queue_depth.fetch_sub(1, Ordering::Relaxed);
-            shared.done_writing();
+            while !drain && batches.len() < MAX_BATCHES {
+                match self.frames.try_recv() {
+                    Ok(ToWriter::Batch(b)) => batches.push(b),
+                    Ok(ToWriter::DrainAndClose) => drain = true,
+                    Err(_) => break,
+                }
+            }
+            Counters::add(&self.shared.counters.write_batches, batches.len() as u64);
+            if !self.broken && !self.shared.is_aborted() {
+                self.write_all(&mut batches);
+            }
+            let mut abandoned = Settled::default();
+            for b in batches.drain(..) {
+                b.abandon(&mut abandoned);
+            }
+            self.shared.count_abandoned(abandoned);
+            if drain {
+                break;
+            }
         }
-        let how = if self.shared.is_aborted() {
+        let how = if self.shared.is_aborted() || self.broken {
             Shutdown::Both
         } else {
             Shutdown::Write
         };
         // Half-close: the remote reads EOF after our last byte. Errors mean it is gone already.
         let _ = self.half.shutdown(how);
-        self.shared.lane.drop_socket();
         log::debug!("peer {}: writer exits", self.shared.remote);
     }
 
-    fn fail(&mut self, reason: DisconnectReason) {
-        self.broken = true;
-        self.shared.begin_close(reason, false);
+    /// The next item: polls for a moment first (see `spin`), then blocks.
+    fn next(&self) -> Option<ToWriter> {
+        spin::poll_for(self.shared.config.spin, None, || {
+            self.frames.try_recv().ok()
+        })
+        .or_else(|| self.frames.recv().ok())
     }
 
-    /// Writes the whole batch, or gives up on it (the caller abandons what is left).
-    fn write_batch(&mut self, batch: &mut Batch) {
+    /// Gives up for good, and closes the connection.
+    fn fail(&mut self) {
+        self.broken = true;
+        self.shared.write_failed.store(true, Ordering::SeqCst);
+        close::start(&self.shared, DisconnectReason::InputOutputError, false);
+    }
+
+    /// Writes every batch whole, or gives up (the caller abandons what is left).
+    fn write_all(&mut self, batches: &mut [Batch]) {
         let mut events = Events::with_capacity(4);
         let mut last_progress = Instant::now();
-        while !batch.is_written() {
+        while !batches.iter().all(Batch::is_written) {
             if self.broken || self.shared.is_aborted() {
                 return;
             }
-            let result = write_batches(
-                &self.half,
-                std::slice::from_mut(batch),
-                &self.shared.counters,
-            );
-            match result {
+            match self.write_once(batches) {
                 Ok(0) => {
                     log::error!("peer {}: socket accepts no more bytes", self.shared.remote);
-                    self.fail(DisconnectReason::InputOutputError);
+                    self.fail();
                 }
                 Ok(_) => last_progress = Instant::now(),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let write_deadline = last_progress + self.shared.config.write_timeout;
+                    let config = &self.shared.config;
+                    let write_deadline =
+                        crate::proto::deadline_after(last_progress, config.write_timeout);
                     let drain_deadline = self.shared.deadline();
                     let deadline = drain_deadline.map_or(write_deadline, |d| d.min(write_deadline));
                     let now = Instant::now();
@@ -112,12 +156,14 @@ impl Writer {
                             log::error!(
                                 "peer {}: no write progress for {:?}",
                                 self.shared.remote,
-                                self.shared.config.write_timeout
+                                config.write_timeout
                             );
-                            self.fail(DisconnectReason::InputOutputError);
+                            self.fail();
                         } else {
-                            // The drain deadline passed: the rest is abandoned, the reason stands.
+                            // The drain deadline passed: the rest is abandoned, the close's
+                            // reason stands.
                             self.broken = true;
+                            self.shared.write_failed.store(true, Ordering::SeqCst);
                         }
                         continue;
                     }
@@ -126,15 +172,40 @@ impl Writer {
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(e) => {
                             log::error!("peer {}: poll failed: {e}", self.shared.remote);
-                            self.fail(DisconnectReason::InputOutputError);
+                            self.fail();
                         }
                     }
                 }
                 Err(e) => {
                     log::error!("peer {}: write failed: {e}", self.shared.remote);
-                    self.fail(DisconnectReason::InputOutputError);
+                    self.fail();
                 }
             }
         }
+    }
+
+    /// One vectored write of as much as the socket takes; settles what it completes.
+    fn write_once(&self, batches: &mut [Batch]) -> std::io::Result<usize> {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
+        for b in batches.iter() {
+            b.unwritten(&mut slices, MAX_IOV);
+            if slices.len() == MAX_IOV {
+                break;
+            }
+        }
+        let written = self.half.write_vectored(&slices)?;
+        drop(slices);
+        let counters = &self.shared.counters;
+        Counters::add(&counters.write_calls, 1);
+        Counters::add(&counters.wire_bytes_out, written as u64);
+        let (mut n, mut done) = (written, Settled::default());
+        for b in batches.iter_mut() {
+            if n == 0 {
+                break;
+            }
+            n -= b.advance(n, &mut done);
+        }
+        self.shared.count_written(done);
+        Ok(written)
     }
 }

@@ -338,14 +338,16 @@ impl<R, K> Session<R, K> {
     }
 
     /// A received frame did not decode: queue the `ParsingError` reply the original sends.
-    pub fn handle_malformed(&mut self, error: &FrameError) {
+    /// `tag` comes back with the reply's frame (a completion of no payload bytes), so that the
+    /// driver can tell when it is written, or find it among the [`Leftovers`].
+    pub fn handle_malformed(&mut self, error: &FrameError, tag: K) {
         let (message, protocol) = error.parsing_error_bytes();
         self.queue.push_back(Transmit {
             message: MultiplexMessage::Message(NetworkMessage::Error(ErrorCode::ParsingError {
                 message,
                 protocol,
             })),
-            completes: None,
+            completes: Some(Completion { len: 0, tag }),
         });
     }
 

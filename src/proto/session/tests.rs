@@ -153,7 +153,7 @@ impl Pair {
                 Ok(None) => break,
                 Err(e) => {
                     assert!(!e.is_fatal(), "fatal frame error {e}");
-                    end.session.handle_malformed(&e);
+                    end.session.handle_malformed(&e, Default::default());
                 }
             }
         }

@@ -183,9 +183,10 @@ fn malformed_frame_gets_a_parsing_error_reply() {
         reply,
         [MultiplexMessage::Message(NetworkMessage::Error(error))]
     );
-    assert!(
-        p.b.completed.is_empty(),
-        "an error reply completes no application message"
+    assert_eq!(
+        p.b.completed,
+        [Completion { len: 0, tag: 0 }],
+        "an error reply completes with no payload, under the tag it was given"
     );
     p.deliver(Side::A, &reply);
     assert!(matches!(only(p.events(Side::A)), Event::RemoteError(e) if e == error));

@@ -1,7 +1,7 @@
-//! The lane in front of the socket: direct sends that fit one frame skip the mux (the fast
-//! path), everything else goes through it, and the two must never reorder what one thread
-//! accepted. Also: on an idle connection the sending thread writes itself, and inline
-//! handlers run on the connection's own threads.
+//! Order: what one thread does (direct sends with and without receipts, RPC requests, streamed
+//! messages, responses) reaches the wire in the order it did it, since all of it travels through
+//! the one outbox, the mux and the frames channel. Also: inline handlers run on the
+//! connection's own threads.
 
 mod common;
 
@@ -80,13 +80,12 @@ fn plan(thread: u32, n: u32) -> Vec<(Kind, bool)> {
         .collect()
 }
 
-/// Invariant 4 across the lane's two paths: each thread mixes small direct sends (fast path,
-/// with and without receipts), RPC requests and streamed messages (through the mux), with
-/// pauses that let the connection go idle (direct writes). On the wire, a message opens only
-/// after every message its thread accepted earlier has opened, except that a small message
-/// may pass a streamed one (fragments interleave; streams wait for each other).
+/// Invariant 4: each thread mixes small direct sends (with and without receipts), RPC
+/// requests and streamed messages, with pauses that let the connection go idle. On the wire, a
+/// message opens only after every message its thread accepted earlier has opened, except that
+/// a small message may pass a streamed one (fragments interleave; streams wait for each other).
 #[test]
-fn acceptance_order_is_wire_order_across_fast_and_slow_paths() {
+fn acceptance_order_is_wire_order_across_sends_receipts_rpcs_and_streams() {
     const THREADS: u32 = 2;
     const PER_THREAD: u32 = 400;
     for t in TRANSPORTS {
@@ -172,37 +171,6 @@ fn acceptance_order_is_wire_order_across_fast_and_slow_paths() {
             report.messages_accepted
         );
         drop(raw);
-    }
-}
-
-/// On an idle connection the sending thread writes the frame itself: no batch for the
-/// writer. (Retried a few times: "idle" means the writer has parked, which a loaded machine
-/// may delay.)
-#[test]
-fn a_send_on_an_idle_connection_is_written_by_the_sending_thread() {
-    for t in TRANSPORTS {
-        let (a, b) = pair_with(t, PeerConfig::default(), 64);
-        let mut direct = false;
-        for i in 0..50 {
-            std::thread::sleep(Duration::from_millis(10));
-            let before = a.handle.metrics();
-            a.handle.send(DIRECT, numbered(i, 32)).unwrap();
-            assert_eq!(index_of(recv(&b).data()), i);
-            let after = a.handle.metrics();
-            if after.direct_batches == before.direct_batches + 1
-                && after.write_batches == before.write_batches
-            {
-                direct = true;
-                break;
-            }
-        }
-        assert!(direct, "{t:?}: no send was written by its own thread");
-        let h = a.handle.clone();
-        let report = within("shutdown", WAIT, move || {
-            h.shutdown(DisconnectReason::RequestedByPeerManager)
-                .unwrap()
-        });
-        assert!(report.is_clean(), "{t:?}: {report:?}");
     }
 }
 
@@ -300,5 +268,56 @@ fn a_panicking_inline_handler_is_counted_and_the_connection_goes_on() {
         });
         let report = within("B's close", WAIT, move || b.join().unwrap());
         assert_eq!(report.reason, DisconnectReason::ConnectionClosed, "{t:?}");
+    }
+}
+
+/// A response and then a direct send, made by one thread, reach the wire in that order. (They
+/// once travelled on two channels, and the send overtook the response almost every time.)
+#[test]
+fn a_response_then_a_send_from_one_thread_keep_their_order() {
+    use std::io::Write;
+    use syncpeer::proto::{RequestId, RpcRequest};
+    const TRIES: u64 = 300;
+    for t in TRANSPORTS {
+        let (socket, mut raw) = raw_pair(t);
+        let (h, rx, _) = spawn_peer(socket, 9, PeerConfig::default(), &[(RPC, 16)]);
+        raw.set_timeouts(WAIT);
+        let mut decoder = FrameDecoder::new(PeerConfig::default().max_frame_size);
+        for i in 0..TRIES {
+            let request = RpcRequest {
+                protocol_id: RPC,
+                request_id: RequestId(i as u32),
+                priority: 0,
+                raw_request: numbered(i, 8),
+            };
+            let request = MultiplexMessage::Message(NetworkMessage::RpcRequest(request));
+            raw.write_all(&frame(&request)).unwrap();
+            let Ok(Inbound::Request { responder, .. }) = rx[0].recv_timeout(WAIT) else {
+                panic!("{t:?}: request {i} not delivered");
+            };
+            responder.respond(numbered(i, 8)).unwrap();
+            h.send(DIRECT, numbered(i, 8)).unwrap();
+            let first = raw.read_frame(&mut decoder).expect("a frame");
+            assert!(
+                matches!(
+                    first,
+                    MultiplexMessage::Message(NetworkMessage::RpcResponse(_))
+                ),
+                "{t:?}, try {i}: {first:?} came before the response"
+            );
+            let second = raw.read_frame(&mut decoder).expect("a frame");
+            assert!(
+                matches!(
+                    second,
+                    MultiplexMessage::Message(NetworkMessage::DirectSendMsg(_))
+                ),
+                "{t:?}, try {i}: {second:?}"
+            );
+        }
+        // The remote's EOF closes the connection; everything accepted was written before.
+        raw.shutdown_write();
+        let report = within("close", WAIT, move || h.join().unwrap());
+        assert_eq!(report.messages_written, 2 * TRIES, "{t:?}");
+        assert!(report.is_clean(), "{t:?}: {report:?}");
     }
 }
