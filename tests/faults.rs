@@ -388,3 +388,93 @@ fn the_relay_cuts_at_the_exact_byte() {
         assert!(relay.fired(Dir::AToB));
     });
 }
+
+/// After the writer gives up in the middle of a frame (here at `write_timeout`, against a
+/// remote that has stopped reading), nothing more is written: the remote, reading at last,
+/// finds whole, intact messages (exactly those whose receipts say `Written`), then perhaps the
+/// torn frame, then the end. (Another thread once wrote its frame right behind the torn one.)
+#[test]
+fn nothing_follows_a_frame_torn_by_the_writer_giving_up() {
+    use std::collections::HashSet;
+    use syncpeer::proto::{FrameDecoder, MultiplexMessage, NetworkMessage};
+    const SENDERS: u64 = 2;
+    const LEN: usize = 48 * 1024;
+    harness::isolated(|| {
+        for t in common::TRANSPORTS {
+            let cfg = PeerConfig {
+                write_timeout: Duration::from_millis(300),
+                linger: Duration::from_millis(300),
+                ..PeerConfig::default()
+            };
+            let (socket, mut raw) = common::raw_pair(t);
+            let (h, _, notices) = common::spawn_peer(socket, 2, cfg, &[]);
+            let senders: Vec<_> = (0..SENDERS)
+                .map(|s| {
+                    let h = h.clone();
+                    spawn_bounded("sender", move || {
+                        let mut receipts = Vec::new();
+                        for i in 0.. {
+                            let index = s << 32 | i;
+                            match h.send_with_receipt(DIRECT, common::numbered(index, LEN)) {
+                                Ok(r) => receipts.push((index, r)),
+                                Err(SendError::Closed(_)) => break,
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        receipts
+                    })
+                })
+                .collect();
+            let receipts: Vec<_> = senders.into_iter().flat_map(|s| s.join(WAIT)).collect();
+            let notice = notices.recv_timeout(WAIT).expect("the notice");
+            assert_eq!(notice.reason, DisconnectReason::InputOutputError, "{t:?}");
+            assert_balanced(&notice.report);
+            let written: HashSet<u64> = receipts
+                .iter()
+                .filter(|(_, r)| r.wait_timeout(WAIT) == Some(Delivery::Written))
+                .map(|(i, _)| *i)
+                .collect();
+            assert_eq!(
+                written.len() as u64,
+                notice.report.messages_written,
+                "{t:?}"
+            );
+            // Now the remote reads everything there is.
+            let bytes = raw.read_to_eof();
+            let mut decoder = FrameDecoder::new(PeerConfig::default().max_frame_size);
+            decoder.extend(&bytes);
+            let mut received = HashSet::new();
+            while let Some(frame) = decoder.decode().expect("no garbage after a torn frame") {
+                let MultiplexMessage::Message(NetworkMessage::DirectSendMsg(m)) = frame else {
+                    panic!("{t:?}: unexpected {frame:?}");
+                };
+                assert_eq!(
+                    m.raw_msg,
+                    common::numbered(common::index_of(&m.raw_msg), LEN)
+                );
+                assert!(
+                    received.insert(common::index_of(&m.raw_msg)),
+                    "{t:?}: twice"
+                );
+            }
+            assert_eq!(
+                received, written,
+                "{t:?}: what arrived whole is what was written"
+            );
+            assert!(
+                decoder.buffered() < LEN + 16,
+                "{t:?}: at most one torn frame at the end"
+            );
+            let h2 = h.clone();
+            within_join(&h2, &notice.report);
+        }
+    });
+}
+
+/// `join` returns the notice's report.
+#[track_caller]
+fn within_join(h: &syncpeer::PeerHandle, report: &DrainReport) {
+    let h = h.clone();
+    let joined = spawn_bounded("join", move || h.join().unwrap()).join(WAIT);
+    assert_eq!(&joined, report);
+}

@@ -192,3 +192,48 @@ fn backlog_behind_a_slow_reader_arrives_intact() {
     assert_eq!(report.messages_written, u64::from(N));
     assert!(report.is_clean());
 }
+
+/// `Duration::MAX`, a common way to say "no limit", is accepted for every timeout and panics
+/// no thread: each deadline computed from it saturates.
+#[test]
+fn duration_max_means_no_limit_everywhere() {
+    let config = PeerConfig {
+        linger: Duration::MAX,
+        inbound_rpc_timeout: Duration::MAX,
+        write_timeout: Duration::MAX,
+        spin: Duration::MAX,
+        ..PeerConfig::default()
+    };
+    for t in TRANSPORTS {
+        let (a, b) = pair_with(t, config.clone(), 16);
+        let server = std::thread::spawn(move || {
+            let Inbound::Request {
+                data, responder, ..
+            } = recv(&b)
+            else {
+                panic!("expected a request");
+            };
+            responder.respond(data).unwrap();
+            let m = recv(&b);
+            assert_eq!(&m.data()[..], b"then this");
+            b
+        });
+        let reply = a
+            .handle
+            .rpc(RPC, Bytes::from_static(b"ping"), Duration::MAX)
+            .unwrap();
+        assert_eq!(&reply[..], b"ping");
+        a.handle
+            .send_timeout(DIRECT, Bytes::from_static(b"then this"), Duration::MAX)
+            .unwrap();
+        let b = within("server", WAIT, move || server.join().unwrap());
+        let h = a.handle.clone();
+        let report = within("shutdown", WAIT, move || {
+            h.shutdown(DisconnectReason::RequestedByPeerManager)
+                .unwrap()
+        });
+        assert!(report.is_clean(), "{t:?}: {report:?}");
+        assert_eq!(report.messages_written, 2);
+        assert_eq!(disconnected(&b).reason, DisconnectReason::ConnectionClosed);
+    }
+}

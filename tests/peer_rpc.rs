@@ -375,3 +375,48 @@ fn dropped_responder_sends_nothing() {
         assert_eq!(a.handle.metrics().unknown_responses, 0, "{t:?}");
     }
 }
+
+/// Every response `respond` accepted has one outcome in the report, even when an abort follows
+/// at once: written, or abandoned (they once vanished from the report when the abort came
+/// before the mux had taken them).
+#[test]
+fn responses_accepted_before_an_abort_are_in_its_report() {
+    use std::io::Write;
+    use syncpeer::proto::{MultiplexMessage, NetworkMessage, RequestId, RpcRequest};
+    const REQUESTS: u64 = 100;
+    for round in 0..10 {
+        let (socket, mut raw) = raw_pair(Transport::Unix);
+        let (h, rx, _) = spawn_peer(socket, 9, PeerConfig::default(), &[(RPC, 128)]);
+        raw.set_timeouts(WAIT);
+        for i in 0..REQUESTS {
+            let request = MultiplexMessage::Message(NetworkMessage::RpcRequest(RpcRequest {
+                protocol_id: RPC,
+                request_id: RequestId(i as u32),
+                priority: 0,
+                raw_request: numbered(i, 8),
+            }));
+            raw.write_all(&frame(&request)).unwrap();
+        }
+        let responders: Vec<Responder> = (0..REQUESTS)
+            .map(|_| match rx[0].recv_timeout(WAIT) {
+                Ok(Inbound::Request { responder, .. }) => responder,
+                other => panic!("round {round}: expected a request, got {other:?}"),
+            })
+            .collect();
+        for r in responders {
+            r.respond(numbered(0, 1000)).expect("accepted");
+        }
+        let report = within("abort", WAIT, move || h.abort().unwrap());
+        assert_eq!(
+            report.messages_accepted, REQUESTS,
+            "round {round}: {report:?}"
+        );
+        assert_eq!(report.bytes_accepted, REQUESTS * 1000, "round {round}");
+        assert_eq!(
+            report.messages_written + report.messages_abandoned,
+            REQUESTS,
+            "round {round}: {report:?}"
+        );
+        drop(raw);
+    }
+}

@@ -58,3 +58,105 @@ fn closing_from_an_inline_handler_starts_the_close_and_returns_an_error() {
         drop(a);
     }
 }
+
+/// A payload whose buffer panics when it is freed: freed by the mux when it was copied into a
+/// frame (under 1 KiB), by the writer when it was written as a chunk of its own.
+struct Bomb(Vec<u8>);
+
+impl AsRef<[u8]> for Bomb {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a payload's buffer panicked when freed");
+    }
+}
+
+/// What a panic on the thread named `thread` must leave: a close with `InputOutputError`,
+/// one notice, every thread ended, and every accepted message with one outcome.
+#[track_caller]
+fn assert_closed_by_panic(
+    h: &PeerHandle,
+    notices: &crossbeam_channel::Receiver<syncpeer::Disconnected>,
+    what: &str,
+) {
+    let notice = notices.recv_timeout(WAIT).expect("the notice");
+    assert_eq!(notice.reason, DisconnectReason::InputOutputError, "{what}");
+    let report = notice.report;
+    assert_eq!(
+        report.messages_accepted,
+        report.messages_written + report.messages_abandoned,
+        "{what}: {report:?}"
+    );
+    assert_eq!(
+        report.bytes_accepted,
+        report.bytes_written + report.bytes_abandoned,
+        "{what}: {report:?}"
+    );
+    let h = h.clone();
+    let joined = within("join", WAIT, move || h.join());
+    assert_eq!(joined, Ok(report), "{what}");
+}
+
+/// A panic on the mux or on the writer closes the connection, and the report still accounts
+/// for every message: those written before, the one the panicking thread held, those queued
+/// behind it.
+#[test]
+fn a_panic_on_the_mux_or_the_writer_closes_the_connection_and_keeps_the_accounts() {
+    init_logging();
+    for (thread, len) in [("mux", 100), ("writer", 4000)] {
+        let (a, b) = unix_pair();
+        let (dtx, notices) = crossbeam_channel::unbounded();
+        let h = Peer::builder(a)
+            .remote_peer_id(PeerId::from_u64(2))
+            .on_disconnect(dtx)
+            .spawn()
+            .expect("spawn");
+        let remote = spawn_side(b, 2, 1, Default::default(), 1024);
+        for i in 0..10 {
+            h.send(DIRECT, numbered(i, 64)).unwrap();
+        }
+        for i in 0..10 {
+            assert_eq!(index_of(recv(&remote).data()), i, "{thread}");
+        }
+        let _ = h.send(DIRECT, Bytes::from_owner(Bomb(vec![1; len])));
+        // Queued behind the panic, or refused once the close has started.
+        for i in 10..20 {
+            let _ = h.send(DIRECT, numbered(i, 64));
+        }
+        assert_closed_by_panic(&h, &notices, thread);
+        assert!(h.send(DIRECT, numbered(99, 8)).is_err(), "{thread}: closed");
+    }
+}
+
+/// A panic on the reader (here: an inline handler panics with a payload that panics again when
+/// the reader drops it) closes the connection too.
+#[test]
+fn a_panic_on_the_reader_closes_the_connection() {
+    init_logging();
+    struct Loud;
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            panic!("a panic payload panicked when dropped");
+        }
+    }
+    let (a, b) = unix_pair();
+    let (dtx, notices) = crossbeam_channel::unbounded();
+    let h = Peer::builder(a)
+        .remote_peer_id(PeerId::from_u64(2))
+        .handler(DIRECT, Handler::inline(|_| std::panic::panic_any(Loud)))
+        .on_disconnect(dtx)
+        .spawn()
+        .expect("spawn");
+    let remote = spawn_side(b, 2, 1, Default::default(), 16);
+    remote
+        .handle
+        .send(DIRECT, Bytes::from_static(b"boom"))
+        .unwrap();
+    h.send(DIRECT, Bytes::from_static(b"still accounted"))
+        .unwrap();
+    assert_closed_by_panic(&h, &notices, "reader");
+}

@@ -46,7 +46,7 @@ fn poll_until<T>(
     deadline: Option<Instant>,
     mut poll: impl FnMut() -> Option<T>,
 ) -> Option<T> {
-    let until = Instant::now() + spin;
+    let until = crate::proto::deadline_after(Instant::now(), spin);
     let until = deadline.map_or(until, |d| d.min(until));
     let mut polls = 0u32;
     loop {

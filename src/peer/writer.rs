@@ -46,6 +46,21 @@ pub(crate) struct Writer {
     broken: bool,
 }
 
+/// However the writer ends (`DrainAndClose`, or a panic), the socket is shut down, so that the
+/// remote learns of it: a half-close after the last byte when everything went out, both
+/// directions when the writer gave up or the close is an abort.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let how = if self.shared.is_aborted() || self.broken || std::thread::panicking() {
+            Shutdown::Both
+        } else {
+            Shutdown::Write
+        };
+        // Errors mean the remote is gone already.
+        let _ = self.half.shutdown(how);
+    }
+}
+
 impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
@@ -104,13 +119,6 @@ impl Writer {
                 break;
             }
         }
-        let how = if self.shared.is_aborted() || self.broken {
-            Shutdown::Both
-        } else {
-            Shutdown::Write
-        };
-        // Half-close: the remote reads EOF after our last byte. Errors mean it is gone already.
-        let _ = self.half.shutdown(how);
         log::debug!("peer {}: writer exits", self.shared.remote);
     }
 
