@@ -24,11 +24,9 @@ pub struct PeerConfig {
     /// Outbound RPCs waiting for a response at once; more fail with `TooManyPending`.
     /// Default 100.
     pub max_concurrent_outbound_rpcs: usize,
-    /// Messages queued by the application and not yet taken by the writer, per queue: the
-    /// lane's fast path (direct sends that fit one frame) and the outbox to the mux thread
-    /// (RPCs, streamed messages, and sends made while something is ahead of them in the
-    /// outbox). A send waits, or `try_send` reports `Full`, when its queue holds this many.
-    /// Default 1024.
+    /// Direct sends and RPC requests the outbox holds before the mux takes them. A send waits,
+    /// or `try_send` reports `Full`, while it holds this many; responses are not counted
+    /// (there is at most one per admitted inbound request). Default 1024.
     pub outbox_capacity: usize,
     /// How long a write may make no progress before the connection is declared broken.
     /// Default 30 s.
@@ -36,7 +34,8 @@ pub struct PeerConfig {
     /// How long a graceful close may take, from its start, to deliver what was accepted and
     /// to wait for RPCs in flight. Default 5 s.
     pub linger: Duration,
-    /// How long the reader and the mux keep polling after their last input before they park.
+    /// How long the reader, the mux and the writer keep polling after their last input before
+    /// they park.
     /// A parked thread on an idle core takes about 25 µs to wake on the 2-core VMs this was
     /// measured on, and an answer often comes sooner than that; polling trades CPU time for
     /// it: at most `spin` of one core per thread after each burst of traffic, nothing on an

@@ -35,21 +35,19 @@
 //! # Threads and channels (per connection)
 //!
 //! ```text
-//!  app threads ──send (one frame, nothing queued ahead)──────────────────────────────┐
-//!       │                                                                            ▼
-//!       └─send/rpc──▶ [outbox: bounded, gated] ──▶ ┌──────────┐ ──append──▶ [lane: ordered frames] ──▶ writer ──▶ socket
-//!                                                 │   mux    │             (or a direct write
-//!  socket ──▶ reader ──▶ [inbound: bounded] ────▶ │ (owns    │              when idle)
-//!             │ (mio Poll: READABLE + stop Waker) │ Session) │ ──▶ handler channels (RPC requests)
-//!             └──▶ handler channels (direct)      │          │ ──▶ RPC callers' reply channels
-//!  Responder::respond ──▶ [replies] ────────────▶ └──────────┘
+//!  app threads ──send / rpc / respond──▶ [outbox: gated] ──▶ ┌──────────┐ ──▶ [frames: bounded FIFO] ──▶ writer ──▶ socket
+//!                                                           │   mux    │      Batch … | DrainAndClose
+//!  socket ──▶ reader ──▶ [inbound: bounded] ──────────────▶ │ (owns    │
+//!             │ (mio Poll: READABLE + stop Waker)           │ Session) │ ──▶ handlers (RPC requests)
+//!             ├──▶ handlers (direct sends)                  └──────────┘ ──▶ RPC callers (timeouts)
+//!             └──▶ RPC callers (responses)
 //! ```
 //!
-//! The reader waits only in `mio::Poll`, the mux only in a crossbeam `Select`, the writer only
-//! on the lane's doorbell (and its own `Poll` when the socket is full). A direct send that
-//! fits one frame skips the mux: the sending thread encodes it into the lane, and on an idle
-//! connection writes it too. The close sequence, and why it cannot lose an accepted message,
-//! is described in [`peer`].
+//! Every outgoing message travels application → outbox → mux → frames channel → writer; only
+//! the writer writes the socket. The reader waits only in `mio::Poll`, the mux only in a
+//! crossbeam `Select`, the writer only on the frames channel (and its own `Poll` when the socket
+//! is full). The close joins the mux, then sends `DrainAndClose` through the frames channel, so
+//! every frame is ahead of it; how that sequence loses nothing is described in [`peer`].
 //!
 //! # Non-goals
 //!
@@ -63,6 +61,8 @@
 //! * [`proto`]: the sans-IO core (messages, codec, streaming, RPC bookkeeping, session).
 //! * [`peer`]: the threads of one connection and the public handle.
 //! * [`keyed`]: fair per-key queues (FIFO, LIFO, KLAST) to use as handler sinks.
+//! * [`network`]: many peers: listen, dial, handshake, one connection per peer, broadcast,
+//!   health checks.
 //! * [`config`], [`error`]: configuration and per-operation errors.
 #![deny(missing_docs)]
 

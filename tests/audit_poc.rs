@@ -33,9 +33,12 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
     (a, b)
 }
 
+/// A runtime on the test's own thread. The race does not need a second worker (the writer's
+/// `select!` picks at random between ready branches on any runtime), and tokio's I/O driver,
+/// handed its registrations through epoll, looks like a data race to ThreadSanitizer when
+/// the registering thread is not the polling one.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime")

@@ -2,7 +2,7 @@
 //! whoever starts the close; what cannot be delivered in time is counted exactly; exactly one
 //! `Disconnected` per side.
 //!
-//! The audit scenario (queue many messages, close at once) runs [`ROUNDS`] times for each way a
+//! The audit scenario (queue many messages, close at once) runs [`rounds`] times for each way a
 //! close can start: the application's `shutdown`, dropping the last handle, and the remote
 //! closing while this side still has messages queued.
 
@@ -17,8 +17,15 @@ use syncpeer::{
     Responder, RpcError, SendError,
 };
 
-/// Repetitions of the audit scenario per initiator and transport.
-const ROUNDS: u64 = 20;
+/// Repetitions of the audit scenario per initiator and transport (a quarter of them under
+/// ThreadSanitizer, which slows each tenfold: `scripts/tsan.sh` sets `SYNCPEER_TSAN`).
+fn rounds() -> u64 {
+    if std::env::var_os("SYNCPEER_TSAN").is_some() {
+        5
+    } else {
+        20
+    }
+}
 /// Messages queued before each close.
 const MESSAGES: u64 = 10_000;
 const SIZE: usize = 16;
@@ -152,7 +159,7 @@ fn audit_round(t: Transport, who: Initiator, round: u64) -> u64 {
 #[test]
 fn audit_close_by_shutdown_delivers_everything() {
     for t in TRANSPORTS {
-        for round in 0..ROUNDS {
+        for round in 0..rounds() {
             assert_eq!(audit_round(t, Initiator::Shutdown, round), 0);
         }
     }
@@ -161,7 +168,7 @@ fn audit_close_by_shutdown_delivers_everything() {
 #[test]
 fn audit_close_by_dropping_the_last_handle_delivers_everything() {
     for t in TRANSPORTS {
-        for round in 0..ROUNDS {
+        for round in 0..rounds() {
             assert_eq!(audit_round(t, Initiator::DropLastHandle, round), 0);
         }
     }
@@ -171,7 +178,7 @@ fn audit_close_by_dropping_the_last_handle_delivers_everything() {
 fn audit_close_by_the_remote_delivers_everything_queued() {
     for t in TRANSPORTS {
         let mut during_drain = 0;
-        for round in 0..ROUNDS {
+        for round in 0..rounds() {
             during_drain += audit_round(t, Initiator::Remote, round);
         }
         // The scenario did what it says: A still had messages queued when B closed, and B

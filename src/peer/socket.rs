@@ -76,8 +76,8 @@ impl Half {
         }
     }
 
-    /// Takes `&self`: the writer and direct writes by appenders share the write half (never
-    /// at the same time; see the lane's `writing` flag).
+    /// Takes `&self`, as `std::io::Write for &TcpStream` does; only the writer thread holds
+    /// the write half.
     pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Half::Tcp(s) => (&*s).write_vectored(bufs),

@@ -51,7 +51,13 @@ pub(crate) struct Writer {
 /// directions when the writer gave up or the close is an abort.
 impl Drop for Writer {
     fn drop(&mut self) {
-        let how = if self.shared.is_aborted() || self.broken || std::thread::panicking() {
+        let panicking = std::thread::panicking();
+        if panicking {
+            // Before the shutdown below lets the remote close first: the reason is the panic.
+            self.shared.panicked.store(true, Ordering::SeqCst);
+            self.fail();
+        }
+        let how = if self.shared.is_aborted() || self.broken || panicking {
             Shutdown::Both
         } else {
             Shutdown::Write
