@@ -77,8 +77,8 @@ pub use bytes::Bytes;
 pub use config::{ConfigError, PeerConfig};
 pub use error::{JoinError, RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
 pub use network::{
-    ConnectError, HandshakeError, HealthCheckConfig, Network, NetworkBuilder, NetworkConfig,
-    NetworkEvent,
+    ConnectError, HandshakeError, HealthCheckConfig, Link, LinkError, Network, NetworkBuilder,
+    NetworkConfig, NetworkEvent,
 };
 pub use peer::{
     Delivery, DisconnectReason, Disconnected, DrainReport, Handler, HandlerKey, Inbound, Peer,
