@@ -54,7 +54,9 @@
 //! # Non-goals
 //!
 //! * No handshake, authentication or encryption on a [`Peer`]: it takes an established socket
-//!   (the original runs Noise and a handshake before its `Peer`).
+//!   (the original runs Noise and a handshake before its `Peer`). A [`Network`] runs the
+//!   Aptos handshake v1 before it, after a plain, unauthenticated identity exchange: no Noise
+//!   yet, so use it on trusted networks only.
 //! * No async API, and no runtime: blocking calls, crossbeam channels and `select!`.
 //! * `ErrorCode::NotSupported` is defined on the wire but never sent, as in the original.
 //!
@@ -62,6 +64,8 @@
 //!
 //! * [`proto`]: the sans-IO core (messages, codec, streaming, RPC bookkeeping, session).
 //! * [`peer`]: the threads of one connection and the public handle.
+//! * [`network`]: many connections over TCP: listening and dialing, the Aptos handshake, one
+//!   connection per peer, peers kept connected with backoff, broadcast, health checks.
 //! * [`keyed`]: fair per-key queues (FIFO, LIFO, KLAST) to use as handler sinks.
 //! * [`config`], [`error`]: configuration and per-operation errors.
 #![deny(missing_docs)]
