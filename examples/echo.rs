@@ -1,14 +1,15 @@
 //! Two processes over real TCP. `echo server ADDR` listens and echoes: a direct send comes back
-//! as a direct send, an RPC request comes back as its response. `echo client ADDR` connects,
-//! sends direct messages and RPCs, prints what came back and the round-trip times, then
-//! disconnects gracefully and prints the connection's drain report. `RUST_LOG=debug` shows the
-//! lifecycle: handshake, the three threads starting, drain, close, events.
+//! as a direct send, an RPC request comes back as its response. `echo client ADDR` keeps the
+//! server connected (dialing in the background, and again after a loss; start it before the
+//! server if you like), waits for the connection, sends direct messages and RPCs, prints what
+//! came back and the round-trip times, then disconnects gracefully and prints the connection's
+//! drain report. ADDR may be a name (`localhost:4000`). `RUST_LOG=debug` shows the lifecycle:
+//! dials, handshake, the three threads starting, drain, close, events.
 //!
 //! Run, in two terminals:
 //! `RUST_LOG=debug cargo run --example echo -- server 127.0.0.1:4000`
 //! `RUST_LOG=debug cargo run --example echo -- client 127.0.0.1:4000 [COUNT]`
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
@@ -17,6 +18,7 @@ use syncpeer::{Bytes, DisconnectReason, Inbound, Network, NetworkEvent, PeerId, 
 const ECHO: ProtocolId = ProtocolId(2);
 const ECHO_RPC: ProtocolId = ProtocolId(9);
 const WAIT: Duration = Duration::from_secs(10);
+const SERVER: PeerId = PeerId([0xee; 32]);
 
 type Error = Box<dyn std::error::Error>;
 
@@ -25,7 +27,7 @@ fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: echo server ADDR | echo client ADDR [COUNT]";
     let (mode, addr) = match &args[..] {
-        [mode, addr, ..] => (mode.as_str(), addr.parse::<SocketAddr>()?),
+        [mode, addr, ..] => (mode.as_str(), addr.as_str()),
         _ => return Err(usage.into()),
     };
     let count = args.get(2).map_or(Ok(5), |c| c.parse())?;
@@ -36,9 +38,9 @@ fn main() -> Result<(), Error> {
     }
 }
 
-fn server(addr: SocketAddr) -> Result<(), Error> {
+fn server(addr: &str) -> Result<(), Error> {
     let (tx, inbound) = crossbeam_channel::unbounded();
-    let net = Network::builder(PeerId([0xee; 32]))
+    let net = Network::builder(SERVER)
         .handler(ECHO, tx.clone())
         .handler(ECHO_RPC, tx)
         .build()?;
@@ -72,20 +74,25 @@ fn server(addr: SocketAddr) -> Result<(), Error> {
                     report.messages_written, report.messages_abandoned
                 ),
                 NetworkEvent::Replaced { peer_id, .. } => println!("{peer_id}: connection replaced"),
+                other => log::debug!("{other:?}"), // dials: the server keeps no peer
             },
         }
     }
 }
 
-fn client(addr: SocketAddr, count: u32) -> Result<(), Error> {
+fn client(addr: &str, count: u32) -> Result<(), Error> {
     let (tx, inbound) = crossbeam_channel::unbounded();
     let net = Network::builder(PeerId([0xc1; 32]))
         .handler(ECHO, tx)
-        .protocol(ECHO_RPC) // called, never served: advertised without a handler
+        .protocol(ECHO_RPC) // called, never served: announced without a handler
         .build()?;
-    let server = net.connect(addr)?;
-    println!("connected to {server} at {addr}");
-    let peer = net.peer(server).ok_or("connection closed at once")?;
+    net.keep_connected(SERVER, addr)?;
+    let peer = net.wait_for_peer(SERVER, Duration::from_secs(60))?;
+    println!(
+        "connected to {SERVER} at {addr}, protocols {:?}",
+        peer.protocols()
+    );
+    let server = peer.peer_id();
     for i in 0..count {
         let started = Instant::now();
         peer.send(ECHO, Bytes::from(format!("hello {i}")))?;
@@ -99,6 +106,7 @@ fn client(addr: SocketAddr, count: u32) -> Result<(), Error> {
         let text = String::from_utf8_lossy(&response);
         println!("rpc answered: {text:?} in {:?}", started.elapsed());
     }
+    net.stop_keeping(server); // or it is redialed
     let report = net
         .disconnect(server, DisconnectReason::RequestedByPeerManager)
         .ok_or("already disconnected")?;

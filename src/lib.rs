@@ -52,7 +52,9 @@
 //! # Non-goals
 //!
 //! * No handshake, authentication or encryption on a [`Peer`]: it takes an established socket
-//!   (the original runs Noise and a handshake before its `Peer`).
+//!   (the original runs Noise and a handshake before its `Peer`). A [`Network`] runs the
+//!   Aptos handshake v1 before it, after a plain, unauthenticated identity exchange: no Noise
+//!   yet, so use it on trusted networks only.
 //! * No async API, and no runtime: blocking calls, crossbeam channels and `select!`.
 //! * `ErrorCode::NotSupported` is defined on the wire but never sent, as in the original.
 //!
@@ -60,9 +62,9 @@
 //!
 //! * [`proto`]: the sans-IO core (messages, codec, streaming, RPC bookkeeping, session).
 //! * [`peer`]: the threads of one connection and the public handle.
+//! * [`network`]: many connections over TCP: listening and dialing, the Aptos handshake, one
+//!   connection per peer, peers kept connected with backoff, broadcast, health checks.
 //! * [`keyed`]: fair per-key queues (FIFO, LIFO, KLAST) to use as handler sinks.
-//! * [`network`]: many peers: listen, dial, handshake, one connection per peer, broadcast,
-//!   health checks.
 //! * [`config`], [`error`]: configuration and per-operation errors.
 #![deny(missing_docs)]
 
@@ -77,8 +79,8 @@ pub use bytes::Bytes;
 pub use config::{ConfigError, PeerConfig};
 pub use error::{JoinError, RespondError, RpcError, SendError, SendTimeoutError, TrySendError};
 pub use network::{
-    ConnectError, HandshakeError, HealthCheckConfig, Network, NetworkBuilder, NetworkConfig,
-    NetworkEvent,
+    ConnectError, HandshakeError, HealthCheckConfig, Link, LinkError, Network, NetworkBuilder,
+    NetworkConfig, NetworkEvent,
 };
 pub use peer::{
     Delivery, DisconnectReason, Disconnected, DrainReport, Handler, HandlerKey, Inbound, Peer,

@@ -1,11 +1,17 @@
 //! The network's error types, one per operation: building a network ([`BuildError`]), dialing
-//! a peer ([`ConnectError`]) and the handshake on either side ([`HandshakeError`], grouped by
-//! who is at fault: the remote's bytes, an incompatible remote, or the transport).
+//! a peer ([`ConnectError`], with [`HandshakeError`] grouped by who is at fault: the remote's
+//! identity, an incompatible remote, its bytes, or the transport), naming a peer to keep
+//! connected ([`KeepError`]), waiting for one ([`WaitError`]) and sending through a
+//! [`Link`](super::Link) ([`LinkError`]).
 
 use std::fmt;
 use std::io;
 
+use bytes::Bytes;
+
+use super::handshake::{ChainId, NetworkId};
 use crate::config::ConfigError;
+use crate::peer::PeerId;
 use crate::proto::ProtocolId;
 
 /// Why [`NetworkBuilder::build`](super::NetworkBuilder::build) failed.
@@ -22,7 +28,7 @@ pub enum BuildError {
     },
     /// A handler was registered for the protocol the network reserves for health checks.
     ReservedProtocol(ProtocolId),
-    /// The network's thread could not be started.
+    /// One of the network's threads could not be started.
     Spawn(io::Error),
 }
 
@@ -34,7 +40,7 @@ impl fmt::Display for BuildError {
             BuildError::ReservedProtocol(p) => {
                 write!(f, "{p} is reserved for the network's health checks")
             }
-            BuildError::Spawn(e) => write!(f, "cannot start the network thread: {e}"),
+            BuildError::Spawn(e) => write!(f, "cannot start a network thread: {e}"),
         }
     }
 }
@@ -49,23 +55,49 @@ impl std::error::Error for BuildError {
     }
 }
 
-/// Why a handshake was refused or could not complete. On the dialing side it is returned
-/// inside [`ConnectError::Handshake`]; on the listening side it is logged (`warn!`) and the
-/// socket is closed.
+/// Why a connection's upgrade (the identity step, then the Aptos handshake) was refused or
+/// could not complete. On the dialing side it is returned inside [`ConnectError::Handshake`]
+/// or reported as [`NetworkEvent::DialFailed`](super::NetworkEvent::DialFailed); on the
+/// listening side it is logged and the socket is closed.
 #[derive(Debug)]
 pub enum HandshakeError {
-    /// The remote's first bytes are not the magic `SYNP`: it does not speak this protocol.
-    /// Holds the bytes received in their place (up to 4).
-    BadMagic(Vec<u8>),
-    /// The remote speaks a messaging version other than V1 (`0`).
-    UnsupportedVersion(u8),
     /// The remote announced our own `PeerId`: we dialed ourselves.
     SelfConnection,
-    /// The remote supports none of our application protocols.
-    NoCommonProtocol,
-    /// The remote did not complete its handshake within `handshake_timeout`.
+    /// A dial to a kept peer reached another peer.
+    UnexpectedPeer {
+        /// The peer the address was given for.
+        expected: PeerId,
+        /// The peer that answered.
+        actual: PeerId,
+    },
+    /// The remote is on another chain (the original's `InvalidChainId`).
+    InvalidChainId {
+        /// The remote's.
+        theirs: ChainId,
+        /// Ours.
+        ours: ChainId,
+    },
+    /// The remote is on another network (the original's `InvalidNetworkId`).
+    InvalidNetworkId {
+        /// The remote's.
+        theirs: NetworkId,
+        /// Ours.
+        ours: NetworkId,
+    },
+    /// No messaging version with a protocol in common (the original's `NoCommonProtocols`).
+    NoCommonProtocols,
+    /// The remote's handshake message is not a valid BCS `HandshakeMsg`.
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+        /// How many bytes of the message were read when it was found.
+        at: usize,
+        /// The message's first bytes (at most 16).
+        prefix: Vec<u8>,
+    },
+    /// The remote did not complete the upgrade within `handshake_timeout`.
     TimedOut,
-    /// The remote closed the connection before completing its handshake.
+    /// The remote closed the connection before completing the upgrade.
     Closed,
     /// Reading or writing the socket failed.
     Io(io::Error),
@@ -74,15 +106,26 @@ pub enum HandshakeError {
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HandshakeError::BadMagic(b) => write!(f, "bad magic {b:02x?}, expected \"SYNP\""),
-            HandshakeError::UnsupportedVersion(v) => {
+            HandshakeError::SelfConnection => f.write_str("connected to ourselves"),
+            HandshakeError::UnexpectedPeer { expected, actual } => {
+                write!(f, "expected peer {expected}, reached peer {actual}")
+            }
+            HandshakeError::InvalidChainId { theirs, ours } => {
+                write!(f, "the remote is on {theirs}, this node on {ours}")
+            }
+            HandshakeError::InvalidNetworkId { theirs, ours } => {
+                write!(f, "the remote is on the {theirs}, this node on the {ours}")
+            }
+            HandshakeError::NoCommonProtocols => {
+                f.write_str("no messaging version with a protocol in common")
+            }
+            HandshakeError::Malformed { reason, at, prefix } => {
                 write!(
                     f,
-                    "unsupported messaging version {v} (only 0, V1, is spoken)"
-                )
+                    "malformed handshake message ({reason} after {at} bytes):"
+                )?;
+                prefix.iter().try_for_each(|b| write!(f, " {b:02x}"))
             }
-            HandshakeError::SelfConnection => f.write_str("connected to ourselves"),
-            HandshakeError::NoCommonProtocol => f.write_str("no application protocol in common"),
             HandshakeError::TimedOut => f.write_str("handshake timed out"),
             HandshakeError::Closed => f.write_str("connection closed during the handshake"),
             HandshakeError::Io(e) => write!(f, "handshake i/o error: {e}"),
@@ -102,11 +145,16 @@ impl std::error::Error for HandshakeError {
 /// Why [`Network::connect`](super::Network::connect) failed.
 #[derive(Debug)]
 pub enum ConnectError {
-    /// The TCP connection could not be established within `dial_timeout` (the error kind is
-    /// `TimedOut` then).
+    /// The address did not resolve, or resolved to nothing.
+    Resolve(io::Error),
+    /// No address could be connected to within `dial_timeout` each (the last address's error;
+    /// its kind is `TimedOut` for a timeout).
     Dial(io::Error),
-    /// The handshake was refused or did not complete.
+    /// The upgrade was refused or did not complete.
     Handshake(HandshakeError),
+    /// The remote (named here) already has a live connection with this node; it was left
+    /// alone and the new one closed before its handshake, so the remote never used it.
+    AlreadyConnected(PeerId),
     /// The connection's threads could not be started.
     Spawn(io::Error),
     /// The network is shutting down.
@@ -116,8 +164,10 @@ pub enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ConnectError::Resolve(e) => write!(f, "cannot resolve the address: {e}"),
             ConnectError::Dial(e) => write!(f, "dial failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            ConnectError::AlreadyConnected(p) => write!(f, "already connected to peer {p}"),
             ConnectError::Spawn(e) => write!(f, "cannot start the connection: {e}"),
             ConnectError::ShuttingDown => f.write_str("network is shutting down"),
         }
@@ -127,9 +177,9 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConnectError::Dial(e) | ConnectError::Spawn(e) => Some(e),
+            ConnectError::Resolve(e) | ConnectError::Dial(e) | ConnectError::Spawn(e) => Some(e),
             ConnectError::Handshake(e) => Some(e),
-            ConnectError::ShuttingDown => None,
+            ConnectError::AlreadyConnected(_) | ConnectError::ShuttingDown => None,
         }
     }
 }
@@ -137,5 +187,111 @@ impl std::error::Error for ConnectError {
 impl From<HandshakeError> for ConnectError {
     fn from(e: HandshakeError) -> ConnectError {
         ConnectError::Handshake(e)
+    }
+}
+
+/// Why [`Network::keep_connected`](super::Network::keep_connected) refused a peer.
+#[derive(Debug)]
+pub enum KeepError {
+    /// The address did not resolve, or resolved to nothing.
+    Resolve(io::Error),
+    /// The peer is this node.
+    LocalPeer,
+    /// The network is shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for KeepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeepError::Resolve(e) => write!(f, "cannot resolve the address: {e}"),
+            KeepError::LocalPeer => f.write_str("the peer is this node"),
+            KeepError::ShuttingDown => f.write_str("network is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for KeepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeepError::Resolve(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Network::wait_for_peer`](super::Network::wait_for_peer) returned without a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The peer was not connected within the timeout.
+    TimedOut,
+    /// The network is shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::TimedOut => f.write_str("timed out waiting for the peer"),
+            WaitError::ShuttingDown => f.write_str("network is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+/// Why an operation through a [`Link`](super::Link) failed: the protocol check the link adds,
+/// or the connection's own error `E` ([`SendError`](crate::SendError),
+/// [`TrySendError`](crate::TrySendError), [`SendTimeoutError`](crate::SendTimeoutError) or
+/// [`RpcError`](crate::RpcError)).
+#[derive(Clone, PartialEq, Eq)]
+pub enum LinkError<E> {
+    /// The protocol is not in the connection's negotiated set (both ends must announce it in
+    /// their handshake): nothing was queued, and the payload is handed back.
+    NotNegotiated {
+        /// The protocol asked for.
+        protocol: ProtocolId,
+        /// The payload, handed back.
+        data: Bytes,
+    },
+    /// The connection refused it.
+    Peer(E),
+}
+
+impl<E> From<E> for LinkError<E> {
+    fn from(e: E) -> LinkError<E> {
+        LinkError::Peer(e)
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for LinkError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print payload bytes: only the protocol and the length.
+        match self {
+            LinkError::NotNegotiated { protocol, data } => {
+                write!(f, "NotNegotiated({protocol:?}, {} bytes)", data.len())
+            }
+            LinkError::Peer(e) => f.debug_tuple("Peer").field(e).finish(),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for LinkError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::NotNegotiated { protocol, .. } => {
+                write!(f, "{protocol} was not negotiated with the remote")
+            }
+            LinkError::Peer(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for LinkError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LinkError::NotNegotiated { .. } => None,
+            LinkError::Peer(e) => Some(e),
+        }
     }
 }

@@ -1,13 +1,16 @@
-//! What the network tells the application: [`NetworkEvent`]s on the channel from
+//! What the network tells the application: [`NetworkEvent`]s on each subscription from
 //! [`Network::events`](super::Network::events), and [`ConnectionInfo`] about a peer's current
 //! connection.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use super::handshake::ProtocolIdSet;
 use crate::peer::{DisconnectReason, DrainReport, PeerId};
 
-/// A change in the set of connected peers, or the end of a replaced connection.
+/// A change in the set of connected peers, the end of a replaced connection, or a background
+/// dial of a kept peer.
 ///
 /// Per peer, `Connected` and `Disconnected` alternate, starting with `Connected`: a connection
 /// that arrives while the previous one is still draining waits (invisible) until that one's
@@ -37,6 +40,31 @@ pub enum NetworkEvent {
         /// What the replaced connection's close achieved.
         report: DrainReport,
     },
+    /// A background dial of a peer named with
+    /// [`keep_connected`](super::Network::keep_connected) starts. Success shows as
+    /// `Connected` (unless the peer got connected otherwise meanwhile), failure as
+    /// `DialFailed`.
+    Dialing {
+        /// The peer.
+        peer_id: PeerId,
+        /// The first address tried.
+        addr: SocketAddr,
+        /// Attempts since the peer was last connected (or named), this one included.
+        attempt: u32,
+    },
+    /// That dial failed; the next starts `retry_in` later.
+    DialFailed {
+        /// The peer.
+        peer_id: PeerId,
+        /// The last address tried.
+        addr: SocketAddr,
+        /// As in `Dialing`.
+        attempt: u32,
+        /// What went wrong (a [`ConnectError`](super::ConnectError), displayed).
+        error: String,
+        /// The backoff before the next attempt, jitter included.
+        retry_in: Duration,
+    },
 }
 
 impl NetworkEvent {
@@ -44,19 +72,20 @@ impl NetworkEvent {
     pub fn peer_id(&self) -> PeerId {
         match self {
             NetworkEvent::Connected(p) => *p,
-            NetworkEvent::Disconnected { peer_id, .. } | NetworkEvent::Replaced { peer_id, .. } => {
-                *peer_id
-            }
+            NetworkEvent::Disconnected { peer_id, .. }
+            | NetworkEvent::Replaced { peer_id, .. }
+            | NetworkEvent::Dialing { peer_id, .. }
+            | NetworkEvent::DialFailed { peer_id, .. } => *peer_id,
         }
     }
 
     /// The drain report of a `Disconnected` or `Replaced` event.
     pub fn report(&self) -> Option<&DrainReport> {
         match self {
-            NetworkEvent::Connected(_) => None,
             NetworkEvent::Disconnected { report, .. } | NetworkEvent::Replaced { report, .. } => {
                 Some(report)
             }
+            _ => None,
         }
     }
 }
@@ -94,4 +123,7 @@ pub struct ConnectionInfo {
     pub local_addr: SocketAddr,
     /// The remote's end's address.
     pub remote_addr: SocketAddr,
+    /// The protocols negotiated in the handshake: those both ends announced. A
+    /// [`Link`](super::Link) refuses to send on any other.
+    pub protocols: ProtocolIdSet,
 }

@@ -1,16 +1,17 @@
-//! The listener thread (`syncpeer-listener`), one per `listen` call. It waits only in a
+//! The listener thread (`sp-lis-<local>`), one per `listen` call. It waits only in a
 //! `mio::Poll` over the listening socket, a `Waker` (to stop) and the sockets of the inbound
-//! connections still in their handshake, with the earliest handshake deadline as the poll's
-//! timeout. Handshakes are driven here, non-blocking, so a slow or silent client holds no
-//! thread: it only occupies one of `max_pending_handshakes` slots until its deadline.
+//! connections still in their upgrade, with the earliest upgrade deadline as the poll's
+//! timeout. Upgrades are driven here, non-blocking (`pending.rs`), so a slow or silent client
+//! holds no thread: it only occupies one of `max_pending_handshakes` slots until its deadline.
 //!
-//! On accept it writes its hello at once (69 bytes into an empty send buffer never blocks),
-//! then reads the remote's hello as it arrives and checks it (`handshake.rs`). A refused or
-//! timed-out handshake is logged and the socket closed; an accepted one is handed to the
-//! network, which spawns the peer and places it in the peer table.
+//! An accepted connection goes through the identity step and the Aptos handshake; a refused
+//! or timed-out one is logged and closed; an upgraded one is handed to the network, which
+//! spawns the peer and places it in the peer table (settling any collision there: an inbound
+//! connection from a peer already connected is not refused here, since the remote may have
+//! restarted and lost the old one).
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::Inner;
 use super::error::HandshakeError;
 use super::event::ConnectionOrigin;
-use super::handshake::{HELLO_LEN, Hello};
-use super::health::HEALTH_CHECK_PROTOCOL;
+use super::pending::{Failure, Pending, Step};
+use super::upgrade::Upgrade;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -41,8 +42,12 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Starts accepting on `listener` (already bound).
-    pub(crate) fn spawn(inner: Arc<Inner>, listener: TcpListener) -> io::Result<Listener> {
+    /// Starts accepting on `listener` (already bound), on a thread named `name`.
+    pub(crate) fn spawn(
+        inner: Arc<Inner>,
+        listener: TcpListener,
+        name: String,
+    ) -> io::Result<Listener> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let poll = Poll::new()?;
@@ -62,7 +67,7 @@ impl Listener {
             next_token: FIRST_HANDSHAKE,
         };
         let thread = std::thread::Builder::new()
-            .name("syncpeer-listener".into())
+            .name(name)
             .stack_size(256 * 1024)
             .spawn(move || run.run())?;
         Ok(Listener {
@@ -73,7 +78,7 @@ impl Listener {
         })
     }
 
-    /// Stops accepting, drops the handshakes in progress and joins the thread.
+    /// Stops accepting, drops the upgrades in progress and joins the thread.
     pub(crate) fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
@@ -83,21 +88,12 @@ impl Listener {
     }
 }
 
-/// An inbound connection in its handshake.
-struct Handshake {
-    stream: TcpStream,
-    from: SocketAddr,
-    buf: [u8; HELLO_LEN],
-    filled: usize,
-    deadline: Instant,
-}
-
 struct Accept {
     inner: Arc<Inner>,
     listener: TcpListener,
     poll: Poll,
     stop: Arc<AtomicBool>,
-    pending: HashMap<Token, Handshake>,
+    pending: HashMap<Token, (Pending, SocketAddr)>,
     next_token: usize,
 }
 
@@ -113,7 +109,7 @@ impl Accept {
             let timeout = self
                 .pending
                 .values()
-                .map(|h| h.deadline)
+                .map(|(p, _)| p.deadline())
                 .min()
                 .map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -132,7 +128,7 @@ impl Accept {
             self.expire();
         }
         log::debug!(
-            "network {local}: listener exits ({} handshakes dropped)",
+            "network {local}: listener exits ({} upgrades dropped)",
             self.pending.len()
         );
     }
@@ -149,7 +145,7 @@ impl Accept {
                     ) => {}
                 Err(e) => {
                     // E.g. out of descriptors: retried when the next connection arrives.
-                    log::warn!("accept failed: {e}");
+                    log::warn!("network {}: accept failed: {e}", self.inner.local.peer_id);
                     return;
                 }
             }
@@ -157,88 +153,62 @@ impl Accept {
     }
 
     fn start(&mut self, stream: TcpStream, from: SocketAddr) {
+        let local = self.inner.local.peer_id;
         if self.pending.len() >= self.inner.config.max_pending_handshakes {
-            log::warn!("refused connection from {from}: too many handshakes in progress");
+            log::warn!(
+                "network {local}: refused connection from {from}: too many handshakes in progress"
+            );
             return;
         }
         let token = Token(self.next_token);
         self.next_token += 1;
-        let hello = self.inner.local.encode();
-        let ready = stream
-            .set_nonblocking(true)
-            .and_then(|()| stream.set_nodelay(true))
-            .and_then(|()| (&stream).write(&hello))
-            .and_then(|n| match n {
-                HELLO_LEN => Ok(()),
-                _ => Err(io::Error::new(
-                    ErrorKind::WriteZero,
-                    "hello not written whole",
-                )),
-            })
-            .and_then(|()| {
-                self.poll.registry().register(
-                    &mut SourceFd(&stream.as_raw_fd()),
-                    token,
-                    Interest::READABLE,
-                )
-            });
-        if let Err(e) = ready {
-            return refused(from, &HandshakeError::Io(e));
+        let upgrade = Upgrade::new(self.inner.local.clone(), None);
+        let started = Pending::inbound(stream, upgrade, self.inner.config.handshake_timeout)
+            .and_then(|mut p| p.register(self.poll.registry(), token).map(|()| p));
+        match started {
+            Ok(p) => {
+                self.pending.insert(token, (p, from));
+                // The remote's bytes may already be there: edges report only changes.
+                self.progress(token);
+            }
+            Err(e) => self.refused(from, &HandshakeError::Io(e)),
         }
-        let h = Handshake {
-            stream,
-            from,
-            buf: [0; HELLO_LEN],
-            filled: 0,
-            deadline: Instant::now() + self.inner.config.handshake_timeout,
-        };
-        self.pending.insert(token, h);
-        // The hello may already be there: edge-triggered polls report only new data.
-        self.progress(token);
     }
 
-    /// Reads what has arrived of a remote's hello and acts on it once it is complete.
+    /// Drives one upgrade as far as the socket allows, and acts on its end.
     fn progress(&mut self, token: Token) {
-        let Some(h) = self.pending.get_mut(&token) else {
-            return;
-        };
-        let outcome = loop {
-            match (&h.stream).read(&mut h.buf[h.filled..]) {
-                Ok(0) => break Err(HandshakeError::Closed),
-                Ok(n) => {
-                    h.filled += n;
-                    match Hello::parse(&h.buf[..h.filled]) {
-                        Ok(None) => {}
-                        Ok(Some(hello)) => break Ok(hello),
-                        Err(e) => break Err(e),
+        loop {
+            let Some((p, _)) = self.pending.get_mut(&token) else {
+                return;
+            };
+            match p.drive() {
+                Step::Waiting => return,
+                // Inbound connections are settled by the peer table, not here.
+                Step::Identified(_) => p.proceed(),
+                Step::Done(upgraded) => {
+                    let (p, from) = self.pending.remove(&token).expect("just found");
+                    let stream = p.into_std(self.poll.registry());
+                    if let Err(e) = self
+                        .inner
+                        .admit(stream, upgraded, ConnectionOrigin::Inbound)
+                    {
+                        log::warn!(
+                            "network {}: connection from {from} (peer {}) not admitted: {e}",
+                            self.inner.local.peer_id,
+                            upgraded.remote
+                        );
                     }
+                    return;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Err(HandshakeError::Io(e)),
-            }
-        };
-        let Some(h) = self.pending.remove(&token) else {
-            return;
-        };
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&h.stream.as_raw_fd()));
-        let checked = outcome.and_then(|remote| {
-            self.inner
-                .local
-                .check(&remote, HEALTH_CHECK_PROTOCOL)
-                .map(|()| remote)
-        });
-        match checked {
-            Err(e) => refused(h.from, &e),
-            Ok(remote) => {
-                if let Err(e) = self
-                    .inner
-                    .admit(h.stream, remote, ConnectionOrigin::Inbound)
-                {
-                    log::warn!("inbound connection from {} not admitted: {e}", h.from);
+                Step::Failed(f) => {
+                    let (p, from) = self.pending.remove(&token).expect("just found");
+                    p.close(self.poll.registry());
+                    let e = match f {
+                        Failure::Handshake(e) => e,
+                        Failure::Connect(e) => HandshakeError::Io(e),
+                    };
+                    self.refused(from, &e);
+                    return;
                 }
             }
         }
@@ -249,21 +219,25 @@ impl Accept {
         let expired: Vec<Token> = self
             .pending
             .iter()
-            .filter(|(_, h)| h.deadline <= now)
+            .filter(|(_, (p, _))| p.deadline() <= now)
             .map(|(t, _)| *t)
             .collect();
         for t in expired {
-            if let Some(h) = self.pending.remove(&t) {
-                let _ = self
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&h.stream.as_raw_fd()));
-                refused(h.from, &HandshakeError::TimedOut);
+            if let Some((p, from)) = self.pending.remove(&t) {
+                p.close(self.poll.registry());
+                self.refused(from, &HandshakeError::TimedOut);
             }
         }
     }
-}
 
-fn refused(from: SocketAddr, e: &HandshakeError) {
-    log::warn!("refused inbound connection from {from}: {e}");
+    fn refused(&self, from: SocketAddr, e: &HandshakeError) {
+        let local = self.inner.local.peer_id;
+        match e {
+            // Also what a dialer does on finding us already connected: not misbehaviour.
+            HandshakeError::Closed => {
+                log::debug!("network {local}: connection from {from} closed during its upgrade")
+            }
+            e => log::warn!("network {local}: refused connection from {from}: {e}"),
+        }
+    }
 }

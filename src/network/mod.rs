@@ -1,29 +1,108 @@
 //! A [`Network`]: this node's set of peer connections over TCP. It accepts and dials
-//! connections, runs a small handshake on each (`handshake.rs`), keeps at most one connection
-//! per peer (`registry.rs`), shares one set of handlers between all peers, broadcasts, checks
-//! every peer's health and reports each connection's end with its [`DrainReport`].
+//! connections, upgrades each (an identity step, then the Aptos handshake v1), keeps at most
+//! one connection per peer, keeps the peers the application names connected (redialing with
+//! backoff), shares one set of handlers between all peers, broadcasts, checks every peer's
+//! health and reports each connection's end with its [`DrainReport`].
 //!
 //! ```text
-//!  listen ─▶ [syncpeer-listener: mio Poll over listener + handshakes + Waker] ─┐
-//!  connect (caller's thread: dial, handshake) ────────────────────────────────┤ admit: spawn
-//!                                                                              ▼ the Peer
-//!  peer(id) / broadcast / disconnect ◀── [peer table: one current connection per peer]
-//!                                              ▲ events (Connected / Disconnected / Replaced)
-//!  [syncpeer-monitor: Select over notices, pings, pongs, the next round] ─┘
+//!  listen ──▶ [sp-lis: mio Poll over listener + upgrades + Waker] ───────────┐ admit: spawn
+//!  connect ─┐                                                                ├─▶ the Peer, place
+//!  keep_connected ─▶ [sp-dia: mio Poll over dials + upgrades + Waker] ──────┘   it in the table
+//!                          ▲ "a connection ended"                      │
+//!  peer(id) → Link, broadcast, wait_for_peer ◀── [peer table: one current connection per peer]
+//!                          │                                           │ events, to every
+//!  [sp-mon: Select over notices, pings, pongs, the next round] ─────────┘ subscription
 //! ```
 //!
-//! Threads: one listener per `listen`, one monitor, and each connection's three. Nothing else:
-//! inbound handshakes are driven by the listener's poll, outbound ones by the caller of
-//! `connect`.
+//! Threads: one listener per `listen`, one dialer, one monitor, and each connection's three.
+//! Nothing else: upgrades are driven by the listener's and the dialer's polls, so a silent
+//! remote holds no thread. The network's threads are named `sp-<role>-<local id>`, with `lis`,
+//! `dia` and `mon` for the roles and the first four bytes of this node's id in hex (15 bytes,
+//! the most a Linux thread name holds); their log lines start with `network <local id>`.
+//!
+//! # Upgrade
+//!
+//! On a fresh TCP connection each side first states who it is. With
+//! [`Transport::PlainTcp`] (the only transport so far) that is a plain, unauthenticated
+//! exchange of the two 32-byte `PeerId`s, specific to syncpeer and meant for trusted networks
+//! and tests; the original runs Noise IK there, which a later transport will do in its place.
+//! Then both sides exchange the Aptos `HandshakeMsg` byte for byte (BCS, behind a `u16`
+//! big-endian length: see `handshake.rs`) and negotiate as the original does: same
+//! [`ChainId`], same [`NetworkId`], a common messaging version with at least one common
+//! protocol. The common protocols are the connection's [`ConnectionInfo::protocols`], and a
+//! [`Link`] refuses at once to send on any other ([`LinkError::NotNegotiated`]).
+//!
+//! # One connection per peer
+//!
+//! A [`connect`](Network::connect) that reaches a peer with a live connection stops before
+//! the handshake and returns [`ConnectError::AlreadyConnected`]: the live connection is left
+//! alone. Simultaneous dials (this node and the remote dial each other at once) are settled
+//! by the peer table as the original's peer manager does: both ends keep the connection
+//! dialed by the larger `PeerId` (see `registry.rs`).
+//!
+//! # Kept peers
+//!
+//! [`keep_connected`](Network::keep_connected) names a peer and its address; from then on the
+//! dialer keeps it connected, in the background: when it is not, it is dialed, and after each
+//! failure redialed later, with exponential backoff and jitter up to a cap
+//! ([`ReconnectConfig`]). Every attempt is reported as [`NetworkEvent::Dialing`] and every
+//! failure as [`NetworkEvent::DialFailed`]. [`wait_for_peer`](Network::wait_for_peer) blocks
+//! until a peer is connected.
+//!
+//! # Events
+//!
+//! Each [`events`](Network::events) call is a subscription of its own that receives every
+//! event from then on; subscriptions do not take events from each other.
 //!
 //! # Shutdown
 //!
-//! [`Network::shutdown`] first refuses new connections (the peer table is marked, so a
-//! handshake finishing meanwhile is closed rather than registered), stops and joins the
-//! listeners, then starts a graceful close of every connection at once (each drains in its
-//! own threads, in parallel), waits for each to finish and collects the reports, and last
-//! stops and joins the monitor, which by then has every `Disconnected` notice queued and turns
-//! them into events. Dropping a `Network` does the same and discards the reports.
+//! [`Network::shutdown`] takes `&self`, so a network shared through an `Arc` can be shut down
+//! by any of its owners. It first refuses new connections (the peer table is marked, so an
+//! upgrade finishing meanwhile is closed rather than registered), stops and joins the dialer
+//! and the listeners, then starts a graceful close of every connection at once (each drains
+//! in its own threads, in parallel), waits for each to finish and collects the reports, and
+//! last stops and joins the monitor, which by then has every `Disconnected` notice queued and
+//! turns them into events; then every subscription disconnects. The first call returns the
+//! reports; any later one, or one made while the first is under way, returns an empty list at
+//! once. Dropping the `Network` (the last `Arc`) runs the same shutdown and discards the
+//! reports.
+//!
+//! A close waits, up to `linger`, for the responses to the RPC requests already handed to the
+//! application. So the thread that answers RPCs must not block in `shutdown` while requests sit
+//! unanswered in its own queue (each connection would wait the whole `linger`): run the
+//! shutdown on another thread and keep answering until it is over.
+//!
+//! ```
+//! use std::time::Duration;
+//! use syncpeer::network::Network;
+//! use syncpeer::{Bytes, Inbound, PeerId, ProtocolId};
+//!
+//! const ASK: ProtocolId = ProtocolId(0);
+//! let (tx, inbound) = crossbeam_channel::unbounded::<Inbound>();
+//! let server = Network::builder(PeerId::from_u64(1)).handler(ASK, tx).build()?;
+//! let client = Network::builder(PeerId::from_u64(2)).protocol(ASK).build()?;
+//! client.connect(server.listen("127.0.0.1:0")?)?;
+//! let link = client.wait_for_peer(PeerId::from_u64(1), Duration::from_secs(10))?;
+//! let call = link.rpc_start(ASK, Bytes::from_static(b"q"), Duration::from_secs(10))?;
+//! // A request has reached the server's RPC-answering thread; its answer is owed.
+//! let mut owed = Some(inbound.recv_timeout(Duration::from_secs(10))?);
+//!
+//! // That thread decides to stop: it shuts down on a scoped thread and answers until that
+//! // is done, so no close waits `linger` for this thread's queue.
+//! let reports = std::thread::scope(|s| {
+//!     let closing = s.spawn(|| server.shutdown());
+//!     while !closing.is_finished() {
+//!         let next = owed.take().or_else(|| inbound.recv_timeout(Duration::from_millis(5)).ok());
+//!         if let Some(Inbound::Request { data, responder, .. }) = next {
+//!             let _ = responder.respond(data);
+//!         }
+//!     }
+//!     closing.join().expect("shutdown does not panic")
+//! });
+//! assert!(reports.iter().all(|(_, r)| r.is_clean()));
+//! assert_eq!(call.wait()?, Bytes::from_static(b"q"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Example
 //!
@@ -38,7 +117,8 @@
 //! let a = Network::builder(PeerId::from_u64(1)).handler(VOTES, tx_a).build()?;
 //! let b = Network::builder(PeerId::from_u64(2)).handler(VOTES, tx_b).build()?;
 //! let addr = b.listen("127.0.0.1:0")?;
-//! assert_eq!(a.connect(addr)?, PeerId::from_u64(2));
+//! a.keep_connected(PeerId::from_u64(2), addr)?; // dialed now, and again whenever lost
+//! a.wait_for_peer(PeerId::from_u64(2), Duration::from_secs(10))?;
 //! for (peer, result) in a.broadcast(VOTES, Bytes::from_static(b"vote")) {
 //!     result?;
 //! }
@@ -50,246 +130,91 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod backoff;
+mod builder;
 mod config;
+mod dialer;
 mod error;
 mod event;
 mod handshake;
 mod health;
+mod inner;
+mod link;
 mod listener;
 mod monitor;
+mod peer_id;
+mod pending;
 mod registry;
+mod upgrade;
 
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
-pub use self::config::{HealthCheckConfig, NetworkConfig};
-pub use self::error::{BuildError, ConnectError, HandshakeError};
+pub use self::builder::NetworkBuilder;
+pub use self::config::{HealthCheckConfig, NetworkConfig, ReconnectConfig, Transport};
+pub use self::error::{BuildError, ConnectError, HandshakeError, KeepError, LinkError, WaitError};
 pub use self::event::{ConnectionId, ConnectionInfo, ConnectionOrigin, NetworkEvent};
+pub use self::handshake::{ChainId, NetworkId, ProtocolIdSet};
 pub use self::health::HEALTH_CHECK_PROTOCOL;
+pub use self::link::Link;
+pub use self::peer_id::ParsePeerIdError;
 
-use self::handshake::{Hello, ProtocolSet};
+use self::dialer::{Command, Dialer};
+use self::inner::{Inner, thread_name};
 use self::listener::Listener;
-use self::monitor::{Control, Monitor, Watched};
-use self::registry::{Conn, Placement, Registry};
-use crate::config::PeerConfig;
+use self::monitor::Control;
 use crate::error::TrySendError;
-use crate::peer::{
-    DisconnectReason, DrainReport, Handler, Inbound, Peer, PeerHandle, PeerId, Receipt,
-};
+use crate::peer::{DisconnectReason, DrainReport, PeerId, Receipt};
 use crate::proto::ProtocolId;
 
-/// Capacity of the channel carrying every peer's health-check requests to the monitor.
-const HEALTH_REQUESTS_CAPACITY: usize = 1024;
-
-/// Describes a network before it starts: see [`Network::builder`].
+/// The threads a shutdown stops, taken by the first call.
 #[derive(Debug)]
-pub struct NetworkBuilder {
-    local: PeerId,
-    handlers: Vec<(ProtocolId, Handler)>,
-    protocols: ProtocolSet,
-    peer_config: PeerConfig,
-    config: NetworkConfig,
-}
-
-impl NetworkBuilder {
-    /// Routes inbound direct sends and RPC requests of `protocol`, from every peer, to
-    /// `handler` (a crossbeam `Sender<Inbound>` or a [`keyed`](crate::keyed) sender keyed by
-    /// `(PeerId, ProtocolId)`, which serves peers fairly). Also advertises `protocol` in the
-    /// handshake. A second handler for the same protocol replaces the first.
-    pub fn handler(mut self, protocol: ProtocolId, handler: impl Into<Handler>) -> NetworkBuilder {
-        self.handlers.retain(|(p, _)| *p != protocol);
-        self.handlers.push((protocol, handler.into()));
-        self.protocols.insert(protocol);
-        self
-    }
-
-    /// Advertises `protocol` in the handshake without a handler: for protocols this node only
-    /// sends on (direct sends it never receives, RPCs it only calls).
-    pub fn protocol(mut self, protocol: ProtocolId) -> NetworkBuilder {
-        self.protocols.insert(protocol);
-        self
-    }
-
-    /// Sets the configuration of every connection (default: [`PeerConfig::default`]).
-    pub fn peer_config(mut self, config: PeerConfig) -> NetworkBuilder {
-        self.peer_config = config;
-        self
-    }
-
-    /// Sets the network's own configuration (default: [`NetworkConfig::default`]).
-    pub fn config(mut self, config: NetworkConfig) -> NetworkBuilder {
-        self.config = config;
-        self
-    }
-
-    /// Validates the configuration and starts the monitor thread. Call
-    /// [`listen`](Network::listen) and [`connect`](Network::connect) next.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError`]: a configuration out of range, a handler on
-    /// [`HEALTH_CHECK_PROTOCOL`], or the thread could not start.
-    pub fn build(mut self) -> Result<Network, BuildError> {
-        self.peer_config
-            .validate()
-            .map_err(BuildError::PeerConfig)?;
-        self.config.validate()?;
-        if self
-            .handlers
-            .iter()
-            .any(|(p, _)| *p == HEALTH_CHECK_PROTOCOL)
-        {
-            return Err(BuildError::ReservedProtocol(HEALTH_CHECK_PROTOCOL));
-        }
-        self.protocols.insert(HEALTH_CHECK_PROTOCOL);
-        let (events_tx, events) = crossbeam_channel::unbounded();
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let (health_tx, health_rx) = crossbeam_channel::bounded(HEALTH_REQUESTS_CAPACITY);
-        let inner = Arc::new(Inner {
-            local: Hello {
-                peer_id: self.local,
-                protocols: self.protocols,
-            },
-            handlers: self.handlers,
-            peer_config: self.peer_config,
-            config: self.config,
-            registry: Mutex::new(Registry::new(self.local, events_tx)),
-            control: control_tx,
-            health_tx,
-            answer_pings: AtomicBool::new(true),
-            next_id: AtomicU64::new(0),
-        });
-        let monitor = Monitor::new(inner.clone(), control_rx, health_rx);
-        let monitor = std::thread::Builder::new()
-            .name("syncpeer-monitor".into())
-            .stack_size(256 * 1024)
-            .spawn(move || monitor.run())
-            .map_err(BuildError::Spawn)?;
-        Ok(Network {
-            inner,
-            listeners: Mutex::new(Vec::new()),
-            monitor: Some(monitor),
-            events,
-        })
-    }
-}
-
-/// State shared by the network's handle and threads.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    local: Hello,
-    handlers: Vec<(ProtocolId, Handler)>,
-    peer_config: PeerConfig,
-    config: NetworkConfig,
-    registry: Mutex<Registry>,
-    control: Sender<Control>,
-    health_tx: Sender<Inbound>,
-    answer_pings: AtomicBool,
-    next_id: AtomicU64,
-}
-
-impl Inner {
-    /// Spawns the peer for a connection whose handshake succeeded and places it in the peer
-    /// table. Returns the remote's id, also when the connection lost a dial collision (the
-    /// peer is connected through the other one).
-    fn admit(
-        &self,
-        stream: TcpStream,
-        remote: Hello,
-        origin: ConnectionOrigin,
-    ) -> Result<PeerId, ConnectError> {
-        let peer_id = remote.peer_id;
-        let local_addr = stream.local_addr().map_err(HandshakeError::Io)?;
-        let remote_addr = stream.peer_addr().map_err(HandshakeError::Io)?;
-        let (notice_tx, notices) = crossbeam_channel::bounded(1);
-        let mut builder = Peer::builder(stream)
-            .config(self.peer_config.clone())
-            .remote_peer_id(peer_id)
-            .handler(HEALTH_CHECK_PROTOCOL, self.health_tx.clone())
-            .on_disconnect(notice_tx);
-        for (p, h) in &self.handlers {
-            builder = builder.handler(*p, h.clone());
-        }
-        let handle = builder.spawn().map_err(ConnectError::Spawn)?;
-        let id = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let info = ConnectionInfo {
-            id,
-            peer_id,
-            origin,
-            local_addr,
-            remote_addr,
-        };
-        let conn = Conn {
-            info,
-            handle: handle.clone(),
-        };
-        let mut registry = self.registry.lock();
-        match registry.place(conn) {
-            Ok(placement) => {
-                // Sent under the lock, so it is queued before shutdown's `Stop`.
-                let _ = self.control.send(Control::Watch(Watched {
-                    id,
-                    peer_id,
-                    handle,
-                    notices,
-                }));
-                drop(registry);
-                log::debug!(
-                    "network {}: {id} to {peer_id} ({origin:?}, {remote_addr}): {}",
-                    self.local.peer_id,
-                    match placement {
-                        Placement::Current => "connected",
-                        Placement::Pending => "waiting for the previous connection to close",
-                        Placement::Lost => "lost a dial collision, closing",
-                    }
-                );
-                Ok(peer_id)
-            }
-            Err(conn) => {
-                drop(registry);
-                // Not on one of its threads: the connection was only just spawned.
-                let _ = conn
-                    .handle
-                    .shutdown(DisconnectReason::RequestedByPeerManager);
-                Err(ConnectError::ShuttingDown)
-            }
-        }
-    }
+struct Threads {
+    monitor: JoinHandle<()>,
+    dialer: Dialer,
 }
 
 /// This node's connections to its peers. See the [module docs](self).
 ///
-/// All methods take `&self` and may be called from any thread; `Network` is `Send + Sync`.
+/// All methods take `&self` and may be called from any thread; `Network` is `Send + Sync`,
+/// to share through an `Arc`.
 #[derive(Debug)]
 pub struct Network {
     inner: Arc<Inner>,
     listeners: Mutex<Vec<Listener>>,
-    monitor: Option<JoinHandle<()>>,
-    events: Receiver<NetworkEvent>,
+    threads: Mutex<Option<Threads>>,
+}
+
+fn resolve(addr: impl ToSocketAddrs) -> std::io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        ));
+    }
+    Ok(addrs)
 }
 
 impl Network {
     /// Starts describing the network of the node `local`.
     pub fn builder(local: PeerId) -> NetworkBuilder {
-        NetworkBuilder {
-            local,
-            handlers: Vec::new(),
-            protocols: ProtocolSet::default(),
-            peer_config: PeerConfig::default(),
-            config: NetworkConfig::default(),
-        }
+        NetworkBuilder::new(local)
     }
 
     /// This node's id.
     pub fn local_peer_id(&self) -> PeerId {
         self.inner.local.peer_id
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.inner.registry.lock().is_shutting_down()
     }
 
     /// Binds `addr` and accepts connections on a thread of its own until shutdown. Returns the
@@ -301,51 +226,116 @@ impl Network {
     pub fn listen(&self, addr: impl ToSocketAddrs) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr)?;
         let mut listeners = self.listeners.lock();
-        if self.inner.registry.lock().is_shutting_down() {
+        if self.is_shutting_down() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 "network is shutting down",
             ));
         }
-        let l = Listener::spawn(self.inner.clone(), listener)?;
+        let name = thread_name("lis", self.local_peer_id());
+        let l = Listener::spawn(self.inner.clone(), listener, name)?;
         let addr = l.addr;
         listeners.push(l);
         Ok(addr)
     }
 
-    /// Dials `addr` (within `dial_timeout`), runs the handshake (within `handshake_timeout`)
-    /// and registers the connection. Blocks the calling thread for at most those two
-    /// timeouts (plus, if the network starts shutting down meanwhile, the new connection's
-    /// drain, bounded by `linger`).
+    /// Dials `addr` (each address it resolves to in turn, within `dial_timeout` each),
+    /// upgrades the connection (within `handshake_timeout`) and registers it. The dial runs
+    /// on the network's dialer thread; the calling thread blocks until it is over: at most
+    /// those timeouts (plus, if the network starts shutting down meanwhile, the new
+    /// connection's drain, bounded by `linger`).
     ///
     /// Returns the remote's id once the peer is connected: through this connection, or
     /// through another one that won a dial collision with it (see the [module docs](self)).
     ///
     /// # Errors
     ///
-    /// [`ConnectError`]: the dial failed or timed out, the handshake was refused or timed out,
-    /// the threads could not start, or the network is shutting down.
-    pub fn connect(&self, addr: SocketAddr) -> Result<PeerId, ConnectError> {
-        if self.inner.registry.lock().is_shutting_down() {
+    /// [`ConnectError`]: the address did not resolve, no address answered, the upgrade was
+    /// refused or timed out, the peer was [already connected](ConnectError::AlreadyConnected)
+    /// (its connection is left alone), the threads could not start, or the network is
+    /// shutting down.
+    pub fn connect(&self, addr: impl ToSocketAddrs) -> Result<PeerId, ConnectError> {
+        if self.is_shutting_down() {
             return Err(ConnectError::ShuttingDown);
         }
-        let stream = TcpStream::connect_timeout(&addr, self.inner.config.dial_timeout)
-            .map_err(ConnectError::Dial)?;
-        stream.set_nodelay(true).map_err(HandshakeError::Io)?;
-        let deadline = Instant::now() + self.inner.config.handshake_timeout;
-        let remote =
-            handshake::exchange(&stream, &self.inner.local, HEALTH_CHECK_PROTOCOL, deadline)
-                .inspect_err(|e| log::warn!("handshake with {addr} failed: {e}"))?;
-        self.inner.admit(stream, remote, ConnectionOrigin::Outbound)
+        let addrs = resolve(addr).map_err(ConnectError::Resolve)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if !self.inner.dialer.send(Command::Connect { addrs, reply }) {
+            return Err(ConnectError::ShuttingDown);
+        }
+        // The dialer answers within the timeouts, or drops `reply` when it stops.
+        answer.recv().unwrap_or(Err(ConnectError::ShuttingDown))
     }
 
-    /// The handle of `peer`'s current connection, unless it is closing.
-    pub fn peer(&self, peer: PeerId) -> Option<PeerHandle> {
-        self.inner
-            .registry
-            .lock()
-            .live(&peer)
-            .map(|c| c.handle.clone())
+    /// Keeps `peer`, reachable at `addr`, connected until shutdown or
+    /// [`stop_keeping`](Network::stop_keeping): whenever it has no connection (none yet, or
+    /// the last one ended, whatever the reason) the dialer thread dials it, and retries
+    /// after each failure with the backoff of [`ReconnectConfig`]; each attempt is reported
+    /// as [`NetworkEvent::Dialing`], each failure as [`NetworkEvent::DialFailed`]. A dial
+    /// that reaches another peer fails ([`HandshakeError::UnexpectedPeer`]). Naming a kept
+    /// peer again replaces its addresses and restarts its backoff. Does not block: `addr` is
+    /// resolved here, once.
+    ///
+    /// # Errors
+    ///
+    /// [`KeepError`]: the address did not resolve, `peer` is this node, or the network is
+    /// shutting down.
+    pub fn keep_connected(&self, peer: PeerId, addr: impl ToSocketAddrs) -> Result<(), KeepError> {
+        if peer == self.local_peer_id() {
+            return Err(KeepError::LocalPeer);
+        }
+        if self.is_shutting_down() {
+            return Err(KeepError::ShuttingDown);
+        }
+        let addrs = resolve(addr).map_err(KeepError::Resolve)?;
+        if !self.inner.dialer.send(Command::Keep { peer, addrs }) {
+            return Err(KeepError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Stops redialing `peer`. Its connection, if any, stays up.
+    pub fn stop_keeping(&self, peer: PeerId) {
+        self.inner.dialer.send(Command::Forget(peer));
+    }
+
+    /// Blocks until `peer` is connected (at once if it is), at most `timeout`, and returns its
+    /// link. Something else must make the connection: a [`keep_connected`] peer, a
+    /// [`connect`](Network::connect) on another thread, or the remote dialing in.
+    ///
+    /// [`keep_connected`]: Network::keep_connected
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::TimedOut`], or [`WaitError::ShuttingDown`] once the network is shutting
+    /// down.
+    pub fn wait_for_peer(&self, peer: PeerId, timeout: Duration) -> Result<Link, WaitError> {
+        let deadline = Instant::now() + timeout;
+        let mut registry = self.inner.registry.lock();
+        loop {
+            if let Some(c) = registry.live(&peer) {
+                return Ok(c.link());
+            }
+            if registry.is_shutting_down() {
+                return Err(WaitError::ShuttingDown);
+            }
+            if self
+                .inner
+                .changed
+                .wait_until(&mut registry, deadline)
+                .timed_out()
+            {
+                return registry
+                    .live(&peer)
+                    .map(|c| c.link())
+                    .ok_or(WaitError::TimedOut);
+            }
+        }
+    }
+
+    /// The link to `peer`'s current connection, unless it is closing.
+    pub fn peer(&self, peer: PeerId) -> Option<Link> {
+        self.inner.registry.lock().live(&peer).map(|c| c.link())
     }
 
     /// The peers with a current connection that is not closing, in no particular order.
@@ -358,7 +348,7 @@ impl Network {
             .collect()
     }
 
-    /// Who dialed `peer`'s current connection, and its addresses.
+    /// Who dialed `peer`'s current connection, its addresses and negotiated protocols.
     pub fn connection(&self, peer: PeerId) -> Option<ConnectionInfo> {
         self.inner
             .registry
@@ -367,19 +357,23 @@ impl Network {
             .map(|c| c.info.clone())
     }
 
-    /// The channel of [`NetworkEvent`]s. It is unbounded (events are few: two or three per
-    /// connection); every call returns a clone of the same receiver, so receivers compete.
-    /// It disconnects once the network has shut down and its last event was taken.
+    /// A new subscription to the [`NetworkEvent`]s: it receives every event from this call
+    /// on, independently of any other subscription. Unbounded (events are few: two or three
+    /// per connection, and one or two per background dial), so a subscription nobody reads
+    /// grows; drop the receiver to end it. It disconnects once the network has shut down and
+    /// its last event was taken (at once if it already has).
     pub fn events(&self) -> Receiver<NetworkEvent> {
-        self.events.clone()
+        self.inner.registry.lock().subscribe()
     }
 
     /// Closes `peer`'s connection gracefully with `reason` and blocks until it has drained
     /// (bounded by `linger`). A connection waiting to replace it is closed too. The report
-    /// also arrives as [`NetworkEvent::Disconnected`].
+    /// also arrives as [`NetworkEvent::Disconnected`]. A kept peer is redialed afterwards:
+    /// call [`stop_keeping`](Network::stop_keeping) first to keep it away.
     ///
     /// Returns `None` if the peer has no connection, or if called from an inline handler of
-    /// that connection (the close is started, not waited for: see [`PeerHandle::join`]).
+    /// that connection (the close is started, not waited for: see
+    /// [`PeerHandle::join`](crate::PeerHandle::join)).
     pub fn disconnect(&self, peer: PeerId, reason: DisconnectReason) -> Option<DrainReport> {
         let conns = self.inner.registry.lock().of_peer(&peer);
         let (current, rest) = conns.split_first()?;
@@ -390,17 +384,18 @@ impl Network {
         current.handle.join().ok()
     }
 
-    /// Queues one message to every connected peer without blocking, sharing `data`'s buffer
-    /// (a `Bytes` clone is a reference count, not a copy). Returns each peer's outcome; a
-    /// refused message (`Full`, `Closed`) is handed back in the error.
+    /// Queues one message to every connected peer that negotiated `protocol`, without
+    /// blocking, sharing `data`'s buffer (a `Bytes` clone is a reference count, not a copy).
+    /// Returns each such peer's outcome; a refused message (`Full`, `Closed`) is handed back
+    /// in the error.
     pub fn broadcast(
         &self,
         protocol: ProtocolId,
         data: Bytes,
     ) -> Vec<(PeerId, Result<(), TrySendError>)> {
-        self.live_handles()
+        self.links_speaking(protocol)
             .into_iter()
-            .map(|(p, h)| (p, h.try_send(protocol, data.clone())))
+            .map(|l| (l.peer_id(), l.handle().try_send(protocol, data.clone())))
             .collect()
     }
 
@@ -412,44 +407,44 @@ impl Network {
         protocol: ProtocolId,
         data: Bytes,
     ) -> Vec<(PeerId, Result<Receipt, TrySendError>)> {
-        self.live_handles()
+        self.links_speaking(protocol)
             .into_iter()
-            .map(|(p, h)| (p, h.try_send_with_receipt(protocol, data.clone())))
+            .map(|l| {
+                let r = l.handle().try_send_with_receipt(protocol, data.clone());
+                (l.peer_id(), r)
+            })
             .collect()
     }
 
-    /// Handles are cloned under the lock and used after it, so a full outbox or a slow peer
+    /// Links are cloned under the lock and used after it, so a full outbox or a slow peer
     /// never holds the peer table.
-    fn live_handles(&self) -> Vec<(PeerId, PeerHandle)> {
+    fn links_speaking(&self, protocol: ProtocolId) -> Vec<Link> {
         self.inner
             .registry
             .lock()
             .all_live()
-            .map(|c| (c.info.peer_id, c.handle.clone()))
+            .filter(|c| c.info.protocols.contains(protocol))
+            .map(|c| c.link())
             .collect()
     }
 
-    /// Fault injection: while `false`, health-check pings from remotes are left unanswered,
-    /// so their health checkers will eventually disconnect this node. Default `true`.
-    pub fn set_answer_pings(&self, answer: bool) {
-        self.inner.answer_pings.store(answer, Ordering::Relaxed);
-    }
-
-    /// Stops accepting, closes every connection gracefully and in parallel, joins every
-    /// thread, and returns the report of each connection (a peer can appear twice if a
+    /// Stops dialing and accepting, closes every connection gracefully and in parallel, joins
+    /// every thread, and returns the report of each connection (a peer can appear twice if a
     /// replaced connection was still draining). Blocks for at most about `linger`. The same
-    /// reports also arrive as events, after which the event channel disconnects.
-    pub fn shutdown(mut self) -> Vec<(PeerId, DrainReport)> {
-        self.shutdown_inner()
-    }
-
-    fn shutdown_inner(&mut self) -> Vec<(PeerId, DrainReport)> {
-        let Some(monitor) = self.monitor.take() else {
+    /// reports also arrive as events, after which every subscription disconnects.
+    ///
+    /// Only the first call does this and gets the reports; any other call (later, or while
+    /// the first is under way) returns an empty list at once, without waiting. See the
+    /// [module docs](self) for the thread that answers RPCs.
+    pub fn shutdown(&self) -> Vec<(PeerId, DrainReport)> {
+        let Some(threads) = self.threads.lock().take() else {
             return Vec::new();
         };
-        let local = self.inner.local.peer_id;
+        let local = self.local_peer_id();
         log::debug!("network {local}: shutting down");
         let conns = self.inner.registry.lock().begin_shutdown();
+        self.inner.changed.notify_all();
+        threads.dialer.stop(&self.inner.dialer);
         for l in self.listeners.lock().drain(..) {
             l.stop();
         }
@@ -461,9 +456,10 @@ impl Network {
             .filter_map(|c| Some((c.info.peer_id, c.handle.join().ok()?)))
             .collect();
         let _ = self.inner.control.send(Control::Stop);
-        if monitor.join().is_err() {
+        if threads.monitor.join().is_err() {
             log::error!("network {local}: monitor thread panicked");
         }
+        self.inner.registry.lock().end_events();
         log::debug!(
             "network {local}: shut down, {} connections closed",
             reports.len()
@@ -474,6 +470,6 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        self.shutdown_inner();
+        self.shutdown();
     }
 }

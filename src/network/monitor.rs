@@ -1,11 +1,12 @@
-//! The monitor thread (`syncpeer-monitor`), one per network. It waits only in a crossbeam
+//! The monitor thread (`sp-mon-<local>`), one per network. It waits only in a crossbeam
 //! `Select` over: its control channel (a new connection to watch, or stop), the health-check
 //! requests from every peer, each connection's one `Disconnected` notice, each ping in flight,
 //! and the next health-check round.
 //!
 //! - A notice means the connection's threads have ended: the monitor joins them, updates the
-//!   peer table and thereby sends the `Disconnected` or `Replaced` event.
-//! - A ping request is answered with its pong at once (unless answering is paused).
+//!   peer table and thereby sends the `Disconnected` or `Replaced` event, and wakes the dialer
+//!   (a kept peer may need redialing).
+//! - A ping request is answered with its pong at once.
 //! - Every `interval` it pings each current connection that has no ping in flight; a failed
 //!   ping counts against the connection, a pong clears the count, and one failure past the
 //!   tolerance closes it gracefully with `NetworkHealthCheckFailure` (see `health.rs`).
@@ -19,11 +20,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select};
 
+use super::dialer::Command;
 use super::health::{HEALTH_CHECK_PROTOCOL, Health, HealthMsg, Nonces, Verdict};
 use super::{Inner, event::ConnectionId};
 use crate::error::RpcError;
@@ -65,6 +66,8 @@ enum Wake {
 
 pub(crate) struct Monitor {
     inner: Arc<Inner>,
+    /// `network <local id>`, to start log lines with.
+    name: String,
     control: Receiver<Control>,
     requests: Receiver<Inbound>,
     conns: Vec<Tracked>,
@@ -83,11 +86,9 @@ impl Monitor {
             .health_check
             .as_ref()
             .map(|h| Instant::now() + h.interval);
-        let seed = u64::from_le_bytes(inner.local.peer_id.0[24..].try_into().unwrap_or([0; 8]))
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
+        let seed = inner.seed();
         Monitor {
+            name: format!("network {}", inner.local.peer_id),
             inner,
             control,
             requests,
@@ -98,7 +99,7 @@ impl Monitor {
     }
 
     pub(crate) fn run(mut self) {
-        log::debug!("network {}: monitor started", self.inner.local.peer_id);
+        log::debug!("{}: monitor started", self.name);
         loop {
             // Checked here too: `select_deadline` prefers a ready channel to an expired
             // deadline, and a busy peer must not postpone the rounds.
@@ -126,7 +127,7 @@ impl Monitor {
                 Err(_) => i += 1,
             }
         }
-        log::debug!("network {}: monitor exits", self.inner.local.peer_id);
+        log::debug!("{}: monitor exits", self.name);
     }
 
     fn wait(&self) -> Wake {
@@ -186,16 +187,15 @@ impl Monitor {
             ..
         } = m
         else {
-            log::debug!("health check: ignoring a direct send");
+            log::debug!("{}: health check: ignoring a direct send", self.name);
             return;
         };
         match HealthMsg::decode(&data) {
-            Some(HealthMsg::Ping(nonce)) if self.inner.answer_pings.load(Ordering::Relaxed) => {
-                log::trace!("peer {from}: pong {nonce}");
+            Some(HealthMsg::Ping(nonce)) => {
+                log::trace!("{}: peer {from}: pong {nonce}", self.name);
                 let _ = responder.respond(HealthMsg::Pong(nonce).encode());
             }
-            Some(HealthMsg::Ping(_)) => log::trace!("peer {from}: ping left unanswered"),
-            _ => log::warn!("peer {from}: malformed health-check request"),
+            _ => log::warn!("{}: peer {from}: malformed health-check request", self.name),
         }
     }
 
@@ -213,11 +213,18 @@ impl Monitor {
             Some(n) => (n.reason, n.report),
             None => (report.reason, report),
         };
-        log::debug!("peer {}: {} ended ({reason})", t.conn.peer_id, t.conn.id);
+        log::debug!(
+            "{}: peer {}: {} ended ({reason})",
+            self.name,
+            t.conn.peer_id,
+            t.conn.id
+        );
         self.inner
             .registry
             .lock()
             .closed(t.conn.id, t.conn.peer_id, reason, report);
+        self.inner.changed.notify_all();
+        self.inner.dialer.send(Command::Check);
     }
 
     /// Starts a round of pings.
@@ -240,7 +247,8 @@ impl Monitor {
             }
             if t.conn.handle.metrics().outbox_depth >= capacity {
                 log::debug!(
-                    "peer {}: outbox full, ping counted as failed",
+                    "{}: peer {}: outbox full, ping counted as failed",
+                    self.name,
                     t.conn.peer_id
                 );
                 self.failed(i);
@@ -257,7 +265,7 @@ impl Monitor {
                 // Closing: its notice will follow.
                 Err(RpcError::Disconnected) => {}
                 Err(e) => {
-                    log::debug!("peer {}: ping not sent: {e}", t.conn.peer_id);
+                    log::debug!("{}: peer {}: ping not sent: {e}", self.name, t.conn.peer_id);
                     self.failed(i);
                 }
             }
@@ -275,13 +283,17 @@ impl Monitor {
                 self.conns[i].health.record(true, tolerated);
             }
             Ok(_) => {
-                log::warn!("peer {}: pong does not match the ping", t.conn.peer_id);
+                log::warn!(
+                    "{}: peer {}: pong does not match the ping",
+                    self.name,
+                    t.conn.peer_id
+                );
                 self.failed(i);
             }
             // The connection is closing; that is not the peer's ill health.
             Err(RpcError::Disconnected | RpcError::Cancelled) => {}
             Err(e) => {
-                log::debug!("peer {}: ping failed: {e}", t.conn.peer_id);
+                log::debug!("{}: peer {}: ping failed: {e}", self.name, t.conn.peer_id);
                 self.failed(i);
             }
         }
@@ -301,7 +313,8 @@ impl Monitor {
         match t.health.record(false, tolerated) {
             Verdict::Unhealthy => {
                 log::warn!(
-                    "peer {}: {} pings failed in a row, disconnecting",
+                    "{}: peer {}: {} pings failed in a row, disconnecting",
+                    self.name,
                     t.conn.peer_id,
                     tolerated.saturating_add(1)
                 );
@@ -310,7 +323,11 @@ impl Monitor {
                     .close(DisconnectReason::NetworkHealthCheckFailure);
             }
             Verdict::Failing(n) => {
-                log::debug!("peer {}: {n} failed ping(s) in a row", t.conn.peer_id)
+                log::debug!(
+                    "{}: peer {}: {n} failed ping(s) in a row",
+                    self.name,
+                    t.conn.peer_id
+                )
             }
             Verdict::Healthy => {}
         }

@@ -1,7 +1,8 @@
 //! The peer table: at most one current connection per peer, the rule that settles a second
-//! connection to the same peer (a dial collision), and the events that follow from both. It
-//! lives behind the network's mutex; every event is sent while that lock is held, so events
-//! come out in the order the table changed.
+//! connection to the same peer (a dial collision), and the events that follow from both,
+//! fanned out to every subscriber. It lives behind the network's mutex; every event is sent
+//! while that lock is held, so events come out in the order the table changed, and a
+//! subscription taken under the lock sees every later event.
 //!
 //! # One connection per peer
 //!
@@ -27,10 +28,12 @@
 //! is written and read before it goes.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::event::{ConnectionId, ConnectionInfo, ConnectionOrigin, NetworkEvent};
+use super::link::Link;
 use crate::peer::{DisconnectReason, DrainReport, PeerHandle, PeerId};
 
 /// One spawned connection.
@@ -38,11 +41,17 @@ use crate::peer::{DisconnectReason, DrainReport, PeerHandle, PeerId};
 pub(crate) struct Conn {
     pub(crate) info: ConnectionInfo,
     pub(crate) handle: PeerHandle,
+    /// When it was placed in the table.
+    pub(crate) admitted: Instant,
 }
 
 impl Conn {
     fn is_live(&self) -> bool {
         !self.handle.is_closed()
+    }
+
+    pub(crate) fn link(&self) -> Link {
+        Link::new(self.handle.clone(), self.info.clone())
     }
 }
 
@@ -102,38 +111,58 @@ pub(crate) struct Registry {
     local: PeerId,
     slots: HashMap<PeerId, Slot>,
     shutting_down: bool,
-    events: Sender<NetworkEvent>,
+    /// One sender per `Network::events` call; `None` once the network has shut down.
+    subscribers: Option<Vec<Sender<NetworkEvent>>>,
 }
 
 impl Registry {
-    pub(crate) fn new(local: PeerId, events: Sender<NetworkEvent>) -> Registry {
+    pub(crate) fn new(local: PeerId) -> Registry {
         Registry {
             local,
             slots: HashMap::new(),
             shutting_down: false,
-            events,
+            subscribers: Some(Vec::new()),
         }
     }
 
-    fn emit(&self, event: NetworkEvent) {
-        // Unbounded: never blocks. Nobody listening is not an error.
-        let _ = self.events.send(event);
+    /// A new subscription: every event from now on. Disconnected at once if the network has
+    /// shut down.
+    pub(crate) fn subscribe(&mut self) -> Receiver<NetworkEvent> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        if let Some(subs) = &mut self.subscribers {
+            subs.push(tx);
+        }
+        rx
+    }
+
+    /// Drops every subscription's sender: each receiver disconnects after its last event.
+    pub(crate) fn end_events(&mut self) {
+        self.subscribers = None;
+    }
+
+    /// Sends `event` to every subscriber. Unbounded: never blocks. A subscriber whose
+    /// receiver was dropped is forgotten.
+    pub(crate) fn emit(&mut self, event: NetworkEvent) {
+        if let Some(subs) = &mut self.subscribers {
+            subs.retain(|s| s.send(event.clone()).is_ok());
+        }
     }
 
     /// Places a freshly spawned connection, closing whichever connection loses a collision.
     /// Hands the connection back if the network is shutting down.
-    pub(crate) fn place(&mut self, conn: Conn) -> Result<Placement, Conn> {
+    pub(crate) fn place(&mut self, conn: Conn) -> Result<Placement, Box<Conn>> {
         if self.shutting_down {
-            return Err(conn);
+            return Err(Box::new(conn));
         }
         let local = self.local;
         let peer = conn.info.peer_id;
         let slot = self.slots.entry(peer).or_default();
         let stale = DisconnectReason::StaleConnection;
+        // A current connection replaced by a newer one: the peer stays connected, no event.
+        let mut replaced = false;
         let placement = match slot.current.take() {
             None => {
                 slot.current = Some(conn);
-                let _ = self.events.send(NetworkEvent::Connected(peer));
                 Placement::Current
             }
             Some(cur) if !cur.is_live() => {
@@ -160,6 +189,7 @@ impl Registry {
             }
             Some(cur) => {
                 if keeps_new(local, peer, cur.info.origin, conn.info.origin) {
+                    replaced = true;
                     cur.handle.close(stale);
                     slot.closing.push((cur, Exposure::WasCurrent));
                     slot.current = Some(conn);
@@ -172,6 +202,9 @@ impl Registry {
                 }
             }
         };
+        if placement == Placement::Current && !replaced {
+            self.emit(NetworkEvent::Connected(peer));
+        }
         Ok(placement)
     }
 
@@ -219,6 +252,24 @@ impl Registry {
         for e in events {
             self.emit(e);
         }
+    }
+
+    /// True if the peer has a live current or pending connection: a dial to it is not needed.
+    pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected_before(peer, None)
+    }
+
+    /// True if the peer has a live current or pending connection admitted before `t` (if
+    /// given). A dial started at `t` that reaches a peer connected before it is not wanted
+    /// (the original answers "already connected" when the dial is requested); one that
+    /// reaches a peer connected since is a simultaneous dial, for the tie-break to settle.
+    pub(crate) fn connected_before(&self, peer: &PeerId, t: Option<Instant>) -> bool {
+        self.slots.get(peer).is_some_and(|s| {
+            s.current
+                .iter()
+                .chain(&s.pending)
+                .any(|c| c.is_live() && t.is_none_or(|t| c.admitted <= t))
+        })
     }
 
     /// The peer's current connection, if it is not closing.
