@@ -50,7 +50,7 @@ pub(crate) fn spawn_closer(shared: Arc<Shared>, threads: Threads) {
     }
 }
 
-/// The close sequence, steps 3 to 7 of DESIGN.md's invariant 2 (steps 1 and 2 are the outbox
+/// The close sequence from the join of the mux on (the steps before it are the outbox
 /// gate and the mux's drain, which `start` set off).
 fn run(shared: &Shared, threads: Threads) {
     let _guard = PublishOnPanic(shared);
