@@ -12,8 +12,8 @@ use std::io::IoSlice;
 use bytes::{Bytes, BytesMut};
 
 use super::receipt::{Delivery, ReceiptTx};
-use crate::proto::codec::encode_frame_split;
-use crate::proto::{FrameTooLarge, Transmit};
+use crate::proto::codec::{INLINE_PAYLOAD_MAX, encode_direct_send_head, encode_frame_split};
+use crate::proto::{FrameTooLarge, ProtocolId, Transmit};
 
 /// One item on the frames channel.
 #[derive(Debug)]
@@ -131,6 +131,35 @@ impl Batch {
         Ok(())
     }
 
+    /// Appends one direct send that fits a frame: the same bytes as [`push`](Batch::push)
+    /// writes for it, without building the message first.
+    pub(crate) fn push_direct_send(
+        &mut self,
+        protocol: ProtocolId,
+        data: Bytes,
+        tag: Tag,
+        max_frame_size: usize,
+        head: &mut BytesMut,
+    ) -> Result<(), FrameTooLarge> {
+        let before = head.len();
+        encode_direct_send_head(protocol, data.len(), max_frame_size, head)?;
+        let len = data.len();
+        if len < INLINE_PAYLOAD_MAX {
+            head.extend_from_slice(&data);
+            self.len += head.len() - before;
+        } else {
+            self.len += head.len() - before + len;
+            self.chunks.push(head.split().freeze());
+            self.chunks.push(data);
+        }
+        self.marks.push(Mark {
+            end: self.len,
+            len,
+            tag,
+        });
+        Ok(())
+    }
+
     /// Moves the bytes still in `head` into the batch; call before handing it over.
     pub(crate) fn seal(&mut self, head: &mut BytesMut) {
         if !head.is_empty() {
@@ -197,7 +226,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Completion, DirectSendMsg, MultiplexMessage, NetworkMessage, ProtocolId};
+    use crate::proto::{Completion, DirectSendMsg, MultiplexMessage, NetworkMessage};
 
     fn transmit(len: usize, tag: Tag) -> Transmit<Tag> {
         Transmit {
@@ -207,6 +236,37 @@ mod tests {
                 raw_msg: vec![1; len].into(),
             })),
             completes: Some(Completion { len, tag }),
+        }
+    }
+
+    #[test]
+    fn a_direct_send_pushed_directly_is_the_same_bytes() {
+        for len in [0, 10, INLINE_PAYLOAD_MAX - 1, INLINE_PAYLOAD_MAX, 5000] {
+            let (mut h1, mut h2) = (BytesMut::new(), BytesMut::new());
+            let (mut general, mut direct) = (Batch::default(), Batch::default());
+            general
+                .push(transmit(len, Tag::message(None)), 1 << 20, &mut h1)
+                .unwrap();
+            general.seal(&mut h1);
+            direct
+                .push_direct_send(
+                    ProtocolId(2),
+                    vec![1; len].into(),
+                    Tag::message(None),
+                    1 << 20,
+                    &mut h2,
+                )
+                .unwrap();
+            direct.seal(&mut h2);
+            let bytes = |b: &Batch| {
+                b.chunks
+                    .iter()
+                    .flat_map(|c| c.to_vec())
+                    .collect::<Vec<u8>>()
+            };
+            assert_eq!(bytes(&general), bytes(&direct), "len {len}");
+            assert_eq!(general.len(), direct.len());
+            assert_eq!(general.marks[0].end, direct.marks[0].end);
         }
     }
 

@@ -59,7 +59,7 @@ impl PeerHandle {
     }
 
     fn check_size(&self, data: &Bytes) -> bool {
-        data.len() <= self.shared().config.max_payload()
+        data.len() <= self.shared().max_payload
     }
 
     /// Queues a direct send, waiting while the outbox holds `outbox_capacity` sends and RPCs

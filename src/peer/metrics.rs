@@ -18,6 +18,9 @@ macro_rules! metrics {
         #[non_exhaustive]
         pub struct PeerMetrics {
             $($(#[doc = $doc])* pub $name: u64,)*
+            /// Direct sends accepted, of the messages accepted (the rest are RPC requests and
+            /// responses).
+            pub direct_sends_accepted: u64,
         }
 
         #[derive(Debug, Default)]
@@ -27,7 +30,16 @@ macro_rules! metrics {
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> PeerMetrics {
-                PeerMetrics { $($name: self.$name.load(Relaxed),)* }
+                let mut m = PeerMetrics {
+                    $($name: self.$name.load(Relaxed),)*
+                    direct_sends_accepted: 0,
+                };
+                // Derived, to save an atomic per send: each counter is read on its own, so
+                // the difference is clamped.
+                m.direct_sends_accepted = m
+                    .messages_accepted
+                    .saturating_sub(m.rpc_requests_accepted + m.rpc_responses_accepted);
+                m
             }
         }
     };
@@ -46,8 +58,6 @@ metrics! {
     messages_abandoned,
     /// Payload bytes of the abandoned messages.
     bytes_abandoned,
-    /// Direct sends accepted, of those.
-    direct_sends_accepted,
     /// RPC requests accepted for sending, of those.
     rpc_requests_accepted,
     /// RPC responses accepted for sending, of those.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 
 use super::batch::{Batch, Kind, Settled, Tag, ToWriter};
@@ -33,10 +33,12 @@ use super::close;
 use super::handler::Handlers;
 use super::metrics::Counters;
 use super::outbox::{Command, RpcCommand};
+use super::receipt::ReceiptTx;
 use super::shared::{FromReader, Shared};
 use super::spin;
 use crate::error::RpcError;
-use crate::proto::{NetworkMessage, RpcRefused, Session};
+use crate::proto::stream::fragment_size;
+use crate::proto::{NetworkMessage, ProtocolId, RpcRefused, Session};
 
 mod events;
 
@@ -78,6 +80,8 @@ pub(crate) struct Mux {
     /// Sends and RPCs taken from the outbox and not yet reported to it (room is made once
     /// per run, not once per command).
     taken: usize,
+    /// The largest payload that fits one frame.
+    single_frame_max: usize,
 }
 
 impl Mux {
@@ -89,6 +93,7 @@ impl Mux {
         frames: Sender<ToWriter>,
     ) -> Mux {
         Mux {
+            single_frame_max: fragment_size(shared.config.max_frame_size),
             session: Session::new(shared.config.session()),
             shared,
             handlers,
@@ -277,6 +282,12 @@ impl Mux {
             } => {
                 self.taken += 1;
                 let len = data.len();
+                if len <= self.single_frame_max && !self.session.has_transmit() {
+                    // The common case, straight into the batch: a message that fits one frame,
+                    // with nothing queued in the session ahead of it (so the order is the
+                    // session's), needs none of its bookkeeping.
+                    return self.push_direct(protocol, data, receipt);
+                }
                 if let Err((_, tag)) = self.session.send(protocol, data, Tag::message(receipt)) {
                     // The handle checked the size against the same limit: unreachable, but the
                     // message was accepted, so it is accounted for.
@@ -315,6 +326,19 @@ impl Mux {
                 self.session.abandon_request(slot);
                 Counters::add(&counters.inbound_rpcs_unanswered, 1);
             }
+        }
+    }
+
+    /// Encodes a direct send that fits one frame into the batch.
+    fn push_direct(&mut self, protocol: ProtocolId, data: Bytes, receipt: Option<ReceiptTx>) {
+        let max = self.shared.config.max_frame_size;
+        let tag = Tag::message(receipt);
+        if let Err(e) = self
+            .pending
+            .push_direct_send(protocol, data, tag, max, &mut self.head)
+        {
+            // The payload fits one frame by the check above: a bug if it happens.
+            log::error!("peer {}: frame not sent: {e}", self.shared.remote);
         }
     }
 

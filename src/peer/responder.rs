@@ -60,7 +60,7 @@ impl Responder {
         if at >= self.deadline {
             return Err(RespondError::TimedOut);
         }
-        if data.len() > self.shared.config.max_payload() {
+        if data.len() > self.shared.max_payload {
             return Err(RespondError::Disconnected);
         }
         let slot = self.slot;

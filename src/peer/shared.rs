@@ -104,6 +104,8 @@ pub(crate) struct CloseState {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: PeerConfig,
+    /// `config.max_payload()`, computed once: it is checked on every send.
+    pub(crate) max_payload: usize,
     pub(crate) remote: PeerId,
     pub(crate) outbox: Outbox,
     pub(crate) counters: Arc<Counters>,
@@ -146,6 +148,7 @@ impl Shared {
         writer_waker: mio::Waker,
     ) -> Shared {
         Shared {
+            max_payload: config.max_payload(),
             config,
             remote,
             outbox,

@@ -16,7 +16,7 @@ use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::message::{DecodeError, MultiplexMessage};
+use super::message::{DecodeError, MultiplexMessage, ProtocolId, put_uleb, uleb_len};
 
 /// Bytes in the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -284,6 +284,39 @@ pub fn encode_frame_split(
     Ok(Some(payload.clone()))
 }
 
+/// Appends the length prefix and every byte but the payload's of a
+/// `Message(DirectSendMsg { protocol, priority: 0, raw_msg })` frame whose payload is
+/// `payload_len` bytes long: what [`encode_frame`] writes for it, less the payload, which the
+/// caller appends (or hands on as a chunk of its own). The hot path of a direct send, without
+/// building the message.
+///
+/// # Errors
+///
+/// [`FrameTooLarge`] if the frame would exceed `max_frame_size`; nothing is written.
+pub fn encode_direct_send_head(
+    protocol: ProtocolId,
+    payload_len: usize,
+    max_frame_size: usize,
+    out: &mut BytesMut,
+) -> Result<(), FrameTooLarge> {
+    // Variant, variant, protocol, priority, payload length, payload.
+    let len = 2 + uleb_len(u32::from(protocol.0)) + 1 + uleb_len(payload_len as u32) + payload_len;
+    if len > max_frame_size || payload_len > u32::MAX as usize {
+        return Err(FrameTooLarge {
+            len,
+            max: max_frame_size,
+        });
+    }
+    out.reserve(LENGTH_PREFIX + len - payload_len);
+    // `max_frame_size` is validated to fit in a u32 (see `PeerConfig::validate`).
+    out.put_u32(len as u32);
+    out.put_slice(&[0, 3]);
+    put_uleb(out, u32::from(protocol.0));
+    out.put_u8(0);
+    put_uleb(out, payload_len as u32);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +373,29 @@ mod tests {
             head.extend_from_slice(&rest.unwrap_or_default());
             assert_eq!(head, whole, "len {len}");
         }
+    }
+
+    #[test]
+    fn direct_send_head_and_payload_equal_the_whole_encoding() {
+        for (protocol, len) in [(2, 0), (2, 11), (200, 127), (127, 128), (255, 20_000)] {
+            let msg = MultiplexMessage::Message(NetworkMessage::DirectSendMsg(DirectSendMsg {
+                protocol_id: ProtocolId(protocol),
+                priority: 0,
+                raw_msg: vec![9; len].into(),
+            }));
+            let mut whole = BytesMut::new();
+            encode_frame(&msg, 1 << 20, &mut whole).unwrap();
+            let mut head = BytesMut::new();
+            encode_direct_send_head(ProtocolId(protocol), len, 1 << 20, &mut head).unwrap();
+            head.extend_from_slice(&vec![9; len]);
+            assert_eq!(head, whole, "protocol {protocol}, len {len}");
+        }
+        let mut head = BytesMut::new();
+        assert_eq!(
+            encode_direct_send_head(ProtocolId(2), 11, 15, &mut head),
+            Err(FrameTooLarge { len: 16, max: 15 })
+        );
+        assert!(head.is_empty());
     }
 
     #[test]

@@ -245,7 +245,7 @@ pub(crate) fn uleb_len(mut v: u32) -> usize {
     n
 }
 
-fn put_uleb(out: &mut impl BufMut, mut v: u32) {
+pub(crate) fn put_uleb(out: &mut impl BufMut, mut v: u32) {
     while v >= 0x80 {
         out.put_u8((v as u8 & 0x7f) | 0x80);
         v >>= 7;
