@@ -63,6 +63,8 @@
 //! * [`proto`]: the sans-IO core (messages, codec, streaming, RPC bookkeeping, session).
 //! * [`peer`]: the threads of one connection and the public handle.
 //! * [`keyed`]: fair per-key queues (FIFO, LIFO, KLAST) to use as handler sinks.
+//! * [`noise`]: the sans-IO Noise IK layer (handshake and transport) that authenticates and
+//!   encrypts a connection as Aptos does; not yet wired into [`Peer`] or the network.
 //! * [`config`], [`error`]: configuration and per-operation errors.
 #![deny(missing_docs)]
 
@@ -70,6 +72,7 @@ pub mod config;
 pub mod error;
 pub mod keyed;
 pub mod network;
+pub mod noise;
 pub mod peer;
 pub mod proto;
 
