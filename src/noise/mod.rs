@@ -5,11 +5,20 @@
 //! time for its anti-replay timestamp (`now: SystemTime`), bytes go in and out as slices. The
 //! only system resource used is the random source, for ephemeral keys.
 //!
-//! # Layers
+//! # Use
 //!
-//! `ik.rs` runs the generic IK exchange on snow; [`NoiseSession`] splits into a [`NoiseWriter`]
-//! and a [`NoiseReader`]; [`NoiseConfig`] holds a node's key, peer id, [`AuthMode`] and
-//! [`TrustedPeers`]. The Aptos handshake rules come next.
+//! 1. Each node has a [`NoiseConfig`]: its [`StaticKeypair`], the [`PeerId`](crate::PeerId) it
+//!    announces, an [`AuthMode`] and its [`TrustedPeers`] (shared, updatable while running).
+//! 2. The dialer, on its own thread before the connection's threads start: [`Initiator::new`],
+//!    send [`first_message`](Initiator::first_message), read the 48-byte answer into
+//!    [`Initiator::read`], [`Initiator::finish`]. The listener, from its poll loop: feed
+//!    [`Responder::read`] until [`remaining`](Responder::remaining) is 0,
+//!    [`Responder::accept`], send [`Accepted::response`].
+//! 3. [`NoiseSession::split`] gives a [`NoiseWriter`] for the writer thread and a
+//!    [`NoiseReader`] for the reader thread; the Aptos handshake and messaging v1 then run
+//!    inside, unchanged.
+//!
+//! Plain TCP remains possible, named as what it is: [`ConnectionSecurity::InsecurePlaintext`].
 //!
 //! # Wire format
 //!
@@ -29,7 +38,7 @@
 //!             client's wall clock in milliseconds since the Unix epoch, u64 little-endian
 //! ```
 //!
-//! **Server → client, 48 bytes**, once the checks pass:
+//! **Server → client, 48 bytes**, once the checks pass (see [`Responder::accept`]):
 //!
 //! ```text
 //!      0  32  e: the server's ephemeral public key
@@ -67,6 +76,7 @@
 
 mod config;
 mod error;
+mod handshake;
 mod ik;
 mod keys;
 mod reader;
@@ -78,6 +88,10 @@ mod writer;
 
 pub use config::{ConnectionSecurity, NoiseConfig, NoiseStats};
 pub use error::{CryptoError, HandshakeError, HandshakeErrorKind, ReadError, WriteError};
+pub use handshake::{
+    Accepted, CLIENT_MESSAGE_LEN, CLIENT_NOISE_LEN, Initiator, PROLOGUE_LEN, Responder,
+    SERVER_MESSAGE_LEN, TIMESTAMP_LEN, prologue, timestamp_payload, unix_millis,
+};
 pub use ik::PROTOCOL_NAME;
 pub use keys::{KEY_LEN, PublicKey, StaticKeypair};
 pub use reader::NoiseReader;
