@@ -114,8 +114,9 @@ impl NoiseReader {
                         if ciphertext.is_empty() {
                             return Ok(appended);
                         }
-                        // Reserved once per incomplete message, after the length check.
-                        self.pending.reserve_exact(len);
+                        // Capacity for exactly this message (reserve_exact counts from the
+                        // current length), after the length check; a no-op once reserved.
+                        self.pending.reserve_exact(len - self.pending.len());
                         let take = (len - self.pending.len()).min(ciphertext.len());
                         self.pending.extend_from_slice(&ciphertext[..take]);
                         ciphertext = &ciphertext[take..];
@@ -341,6 +342,26 @@ mod tests {
                 expected: 65537
             })
         );
+    }
+
+    #[test]
+    fn a_full_message_a_byte_at_a_time_reserves_it_once() {
+        // Found by the fuzz target: reserving the message's length on every call, instead of
+        // what it still lacks, grew the buffer past 65,535 bytes and reallocated it each time.
+        let (mut w, mut r, _) = pair();
+        let mut wire = BytesMut::new();
+        w.encrypt([&[3u8; 65519][..]], &mut wire).unwrap();
+        let mut out = BytesMut::new();
+        let mut capacities = std::collections::BTreeSet::new();
+        for b in &wire[..wire.len() - 1] {
+            assert_eq!(r.decrypt(std::slice::from_ref(b), &mut out), Ok(None));
+            capacities.insert(r.pending_capacity());
+        }
+        // Nothing while the prefix is incomplete, then exactly the message.
+        let (n, max) = (capacities.len(), capacities.last().copied());
+        assert!(n == 2 && max == Some(65535), "{n} capacities, up to {max:?}");
+        assert_eq!(r.decrypt(&wire[wire.len() - 1..], &mut out), Ok(Some(65519)));
+        assert_eq!(&out[..], [3u8; 65519]);
     }
 
     #[test]
