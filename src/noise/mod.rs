@@ -100,3 +100,19 @@ pub use transport::{
 };
 pub use trust::{AntiReplayTimestamps, AuthMode, Trust, TrustedPeers};
 pub use writer::NoiseWriter;
+
+/// Constructors for the fuzz targets only (feature `fuzzing`): a writer and a reader keyed
+/// directly, without a handshake, so a target can seal valid messages and then alter them.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use super::{NoiseReader, NoiseWriter};
+
+    /// A writer and a reader sharing `key`, both at nonce 0.
+    pub fn transport_pair(key: &[u8; 32]) -> (NoiseWriter, NoiseReader) {
+        let reader = NoiseReader::new(key, crate::PeerId::default(), Arc::default());
+        (NoiseWriter::new(key), reader)
+    }
+}
