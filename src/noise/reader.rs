@@ -359,8 +359,14 @@ mod tests {
         }
         // Nothing while the prefix is incomplete, then exactly the message.
         let (n, max) = (capacities.len(), capacities.last().copied());
-        assert!(n == 2 && max == Some(65535), "{n} capacities, up to {max:?}");
-        assert_eq!(r.decrypt(&wire[wire.len() - 1..], &mut out), Ok(Some(65519)));
+        assert!(
+            n == 2 && max == Some(65535),
+            "{n} capacities, up to {max:?}"
+        );
+        assert_eq!(
+            r.decrypt(&wire[wire.len() - 1..], &mut out),
+            Ok(Some(65519))
+        );
         assert_eq!(&out[..], [3u8; 65519]);
     }
 
