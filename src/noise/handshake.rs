@@ -56,7 +56,6 @@ pub fn timestamp_payload(now: SystemTime) -> [u8; TIMESTAMP_LEN] {
 }
 
 /// Gathers a fixed-length handshake message from reads of any size.
-#[derive(Clone, Copy)]
 struct Inbox<const N: usize> {
     buf: [u8; N],
     filled: usize,
@@ -233,7 +232,6 @@ impl fmt::Debug for Initiator {
 /// let Accepted { response, session } = resp.accept()?;
 /// socket.write_all(&response)?;
 /// ```
-#[derive(Clone)]
 pub struct Responder {
     config: NoiseConfig,
     inbox: Inbox<CLIENT_MESSAGE_LEN>,
