@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes the fuzz seed corpus (fuzz/seeds/<target>/) from the wire-format test vectors in
 # DESIGN.md. Each seed is one control byte (the target's limits and chunking, see the target's
-# docs) followed by a byte stream of frames. Re-run after changing a vector; the output is
+# docs) followed by a byte stream of frames (for noise_reader: frames the target seals
+# itself, or malformed transport messages). Re-run after changing a vector; the output is
 # committed.
 #
 #   bash scripts/fuzz-seeds.sh
@@ -32,7 +33,7 @@ seed() { # target name ctl-byte frames...
   bin "$ctl $*" > "$dir/$name"
 }
 
-for target in frame_decoder reassembler; do
+for target in frame_decoder reassembler noise_reader; do
   rm -rf "fuzz/seeds/$target"
 done
 # frame_decoder: ctl 02 = 4 KiB frames, 1-byte chunks; 0e = 4 KiB frames, 4-byte chunks.
@@ -52,4 +53,21 @@ seed reassembler whole-stream-16 02 "$header_2 $fragment_1 $fragment_2 $hello_fr
 seed reassembler header-then-254 02 "$stream_header $stream_fragment"
 seed reassembler replaced 00 "$header_2 $fragment_1 $stream_header $fragment_2"
 seed reassembler out-of-order 02 "$header_2 $fragment_2 $fragment_1 $fragment_1 $fragment_2"
+# noise_reader (see its docs): ctl bit 0 = 1 seals the plaintext that follows, after an
+# alteration byte (00 none, 01 flip, 02 cut, 03 insert), a 2-byte position and a repetition
+# byte (low nibble n: 2^n copies per call, top two bits: calls); ctl bit 0 = 0 feeds raw
+# ciphertext.
+# Chunk size 1 + ctl >> 1: 01 = 1 byte, 0f = 8 bytes, ff = 128 bytes.
+seed noise_reader sealed-hello 01 "00 0000 00 $HELLO"
+seed noise_reader sealed-frames 0f "00 0000 81 $hello_frame ff $rpc_request ff $stream_fragment"
+seed noise_reader sealed-empty-slices 0f "00 0000 00 ff ff $HELLO ff"
+seed noise_reader flipped 0f "01 0010 00 $hello_frame"
+seed noise_reader cut 0f "02 0005 01 $hello_frame $hello_frame"
+seed noise_reader inserted 01 "03 0003 00 $HELLO"
+# 100 plaintext bytes, 1,024 copies in one call: two messages, the first a full 65,535.
+seed noise_reader sealed-two-messages ff "00 0000 0a $(printf '%0200d' 0)"
+seed noise_reader raw-empty-length 00 "0000"
+seed noise_reader raw-short-length 02 "000f 000102030405060708090a0b0c0d0e"
+seed noise_reader raw-largest-length 00 "ffff 0102"
+seed noise_reader raw-forged 0e "001b $HELLO 00000000000000000000000000000000"
 ls -l fuzz/seeds/*

@@ -18,7 +18,7 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for target in frame_decoder reassembler; do
+for target in frame_decoder reassembler noise_reader; do
   # The working corpus grows from the seeds; it is local (fuzz/corpus is ignored).
   mkdir -p "fuzz/corpus/$target"
   echo "fuzz-smoke.sh: $target for ${seconds} s"

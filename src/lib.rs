@@ -65,6 +65,8 @@
 //! * [`network`]: many connections over TCP: listening and dialing, the Aptos handshake, one
 //!   connection per peer, peers kept connected with backoff, broadcast, health checks.
 //! * [`keyed`]: fair per-key queues (FIFO, LIFO, KLAST) to use as handler sinks.
+//! * [`noise`]: the sans-IO Noise IK layer (handshake and transport) that authenticates and
+//!   encrypts a connection as Aptos does; not yet wired into [`Peer`] or the network.
 //! * [`config`], [`error`]: configuration and per-operation errors.
 #![deny(missing_docs)]
 
@@ -72,6 +74,7 @@ pub mod config;
 pub mod error;
 pub mod keyed;
 pub mod network;
+pub mod noise;
 pub mod peer;
 pub mod proto;
 
