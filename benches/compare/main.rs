@@ -6,8 +6,8 @@
 //! SYNCPEER_BENCH_QUICK=1 cargo bench --bench compare     # quick: about a minute
 //! ```
 //!
-//! The three sides run the same workloads with the same wire format and the same sans-IO
-//! codec, so only the concurrency architecture differs:
+//! The sides run the same workloads with the same wire format and the same sans-IO codec, so
+//! only the concurrency architecture differs:
 //!
 //! - **syncpeer**: the library (reader, mux and writer threads), the application on threads;
 //! - **async**: `tests/support/async_peer.rs`, the Aptos `Peer` actor's three tasks on a tokio
@@ -16,10 +16,12 @@
 //! - **floor**: a bare blocking socket, the application thread encoding and writing itself;
 //! - **ceiling** (latency sections, echo only): the design ceiling of `ceiling.rs`, syncpeer's
 //!   reader → mux → writer threads and crossbeam channels with nothing inside (no codec, no
-//!   session), so that what the shape costs stands next to what the library adds.
+//!   session), so that what the shape costs stands next to what the library adds. It parks on
+//!   every hop, as a plain use of crossbeam does; syncpeer polls before parking and lets a
+//!   direct send skip the mux, so on a quiet machine it can come in under its "ceiling".
 //!
-//! Repetitions are interleaved (syncpeer, async, floor, then again, the starting side rotating
-//! each repetition), so a change in machine load hits all sides. Every ratio in the table is
+//! Repetitions are interleaved (syncpeer, async, floor, ceiling, then again, the starting side
+//! rotating each repetition), so a change in machine load hits all sides. Every ratio in the table is
 //! the median of the ratios taken within each repetition (syncpeer's figure over the other
 //! side's, both measured in the same repetition), followed by their range over the
 //! repetitions. Sections:
