@@ -4,14 +4,14 @@
 //! Four validators on loopback, each connected to every other. Every round (5 ms) each one
 //! sends a 1 KiB vote on each of its connections. A schedule drawn from the seed closes
 //! connections gracefully right after a round's votes were sent, with those votes still
-//! queued, and opens new ones in their place. And the last validator stalls for 1.5 s: it
+//! queued, and opens new ones in their place. And the last validator stalls for 2 s: it
 //! reads and sends nothing, its peers' votes to it pile up, and their health checks give up
 //! and close those connections while the votes are still queued, more than can be delivered
-//! within `linger` (200 ms here). Both systems run the same rounds and the same schedule; then
+//! within `linger` (500 ms here). Both systems run the same rounds and the same schedule; then
 //! one table counts every vote: sent, delivered, reported abandoned, silently lost.
 //!
 //! Run: `cargo run --release --example vote_broadcast -- [--rounds N] [--seed N]`
-//! (defaults: 1500 rounds, seed 1; about 20 s). Exits non-zero only if syncpeer loses a vote.
+//! (defaults: 1500 rounds, seed 1; about 15 s). Exits non-zero only if syncpeer loses a vote.
 //! Progress goes to stderr when it is a terminal; the results go to stdout. `RUST_LOG=debug`
 //! shows every connection's life.
 
@@ -65,7 +65,15 @@ fn main() {
     // Quiet unless RUST_LOG says otherwise: the stalled validator's readers log an error, as
     // they should, for each vote cut short when its sender gave up on it.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let plan = Plan::new(4, arg("--rounds", 1500), arg("--seed", 1) as u64);
+    let rounds = arg("--rounds", 1500);
+    if rounds < Plan::min_rounds() {
+        eprintln!(
+            "--rounds: at least {}, to fit the stall",
+            Plan::min_rounds()
+        );
+        std::process::exit(2);
+    }
+    let plan = Plan::new(4, rounds, arg("--seed", 1) as u64);
     table::intro(&plan);
     let original = run(
         &plan,

@@ -10,11 +10,16 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use syncpeer::DisconnectReason;
 
+/// How long a round lasts.
+const INTERVAL: Duration = Duration::from_millis(5);
 /// How long the stalled validator reads and sends nothing.
-pub(crate) const STALL: Duration = Duration::from_millis(1500);
+pub(crate) const STALL: Duration = Duration::from_millis(2000);
 /// syncpeer's `PeerConfig::linger` here: how long a graceful close may take to deliver what
-/// is queued before it gives up on the rest and reports it (5 s by default).
-pub(crate) const LINGER: Duration = Duration::from_millis(200);
+/// is queued before it gives up on the rest and reports it (5 s by default). Short, so that a
+/// close to the stalled validator gives up before the stall ends; long enough for the closes
+/// of connections whose other end reads to finish on a busy machine (a close that gives up
+/// stops reading too, and what the other end wrote after that is lost to the count).
+pub(crate) const LINGER: Duration = Duration::from_millis(500);
 /// Socket send and receive buffer asked of the kernel, per socket. Small, so that a validator
 /// that stops reading fills its peers' connections to it in a fraction of a second (loopback's
 /// self-tuning buffers would hold megabytes, seconds of votes).
@@ -53,9 +58,19 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The fewest rounds a plan can have: the stall, a fifth of the run before it, and one
+    /// round after it.
+    pub(crate) fn min_rounds() -> usize {
+        Self::stall_rounds() * 5 / 4 + 2
+    }
+
+    fn stall_rounds() -> usize {
+        (STALL.as_millis() / INTERVAL.as_millis()) as usize
+    }
+
+    /// Draws the schedule; `rounds` is at least [`Plan::min_rounds`].
     pub(crate) fn new(validators: usize, rounds: usize, seed: u64) -> Plan {
-        let interval = Duration::from_millis(5);
-        let stall_rounds = (STALL.as_millis() / interval.as_millis()) as usize;
+        let (interval, stall_rounds) = (INTERVAL, Self::stall_rounds());
         let stall = rounds / 5..rounds / 5 + stall_rounds;
         assert!(validators >= 2, "at least two validators");
         assert!(
@@ -93,9 +108,9 @@ impl Plan {
                 other,
                 reason,
             });
-            // Each peer's health checks give up on it 50-80% into the stall, so that its close
+            // Each peer's health checks give up on it 40-60% into the stall, so that its close
             // gives up too (after `linger`) before the stall ends.
-            let at = stall.start + stall_rounds * (5 + random(&mut rng, 4)) / 10;
+            let at = stall.start + stall_rounds * (4 + random(&mut rng, 3)) / 10;
             let reason = DisconnectReason::NetworkHealthCheckFailure;
             events[at].push(Event::Recycle {
                 closer: other,
