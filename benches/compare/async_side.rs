@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::async_peer::{self, AsyncConfig, AsyncPeerHandle, Received, Variant};
 use crate::common::{
-    DIRECT, Kind, RPC, RPC_TIMEOUT, ShutdownRun, histogram, payload, record, tcp_pair,
+    DIRECT, Kind, RPC, RPC_TIMEOUT, ShutdownRun, Trips, histogram, payload, record, tcp_pair,
 };
 
 /// The runtime: one worker per core, as tokio's default.
@@ -70,19 +70,14 @@ fn echo(mut b: Side) -> tokio::task::JoinHandle<()> {
 }
 
 /// Closed-loop round trips; the first `warmup` are not recorded.
-pub(crate) fn latency(
-    rt: &Runtime,
-    kind: Kind,
-    size: usize,
-    iters: usize,
-    warmup: usize,
-) -> Histogram<u64> {
+pub(crate) fn latency(rt: &Runtime, kind: Kind, size: usize, trips: Trips) -> Histogram<u64> {
     run(rt, async move {
         let (mut a, b) = pair(AsyncConfig::default());
         let server = echo(b);
         let data = payload(size);
         let mut h = histogram();
-        for i in 0..warmup + iters {
+        let started = Instant::now();
+        for i in (0..).take_while(|&i| trips.go_on(i, started)) {
             let start = Instant::now();
             match kind {
                 Kind::Direct => {
@@ -96,7 +91,7 @@ pub(crate) fn latency(
                         .expect("rpc");
                 }
             }
-            if i >= warmup {
+            if trips.records(i) {
                 record(&mut h, start);
             }
         }

@@ -36,6 +36,32 @@ pub(crate) fn tcp_pair() -> (TcpStream, TcpStream) {
     (a, b)
 }
 
+/// How many round trips a latency run makes: `warmup` unrecorded, then `iters` recorded, but
+/// no more once `budget` has passed since the run started (beside the background load a round
+/// trip may wait for a time slice, milliseconds) and at least [`Trips::MIN_RECORDED`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Trips {
+    pub(crate) iters: usize,
+    pub(crate) warmup: usize,
+    pub(crate) budget: Duration,
+}
+
+impl Trips {
+    /// Recorded round trips made whatever the budget.
+    const MIN_RECORDED: usize = 50;
+
+    /// Whether round trip `i` (from 0, warm-up included) is to be made.
+    pub(crate) fn go_on(&self, i: usize, started: Instant) -> bool {
+        i < self.warmup + self.iters
+            && (i < self.warmup + Self::MIN_RECORDED || started.elapsed() < self.budget)
+    }
+
+    /// Whether round trip `i` is recorded.
+    pub(crate) fn records(&self, i: usize) -> bool {
+        i >= self.warmup
+    }
+}
+
 /// A payload of `size` bytes, shared by every send (cloning `Bytes` does not copy).
 pub(crate) fn payload(size: usize) -> Bytes {
     Bytes::from((0..size).map(|i| i as u8).collect::<Vec<u8>>())

@@ -20,7 +20,7 @@ use syncpeer::proto::{
     RequestId, RpcRequest, RpcResponse, StreamId,
 };
 
-use crate::common::{DIRECT, Kind, RPC, ShutdownRun, histogram, payload, record, tcp_pair};
+use crate::common::{DIRECT, Kind, RPC, ShutdownRun, Trips, histogram, payload, record, tcp_pair};
 
 /// Bytes packed before a write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -176,13 +176,14 @@ fn echo(stream: TcpStream) -> thread::JoinHandle<()> {
 }
 
 /// Closed-loop round trips; the first `warmup` are not recorded.
-pub(crate) fn latency(kind: Kind, size: usize, iters: usize, warmup: usize) -> Histogram<u64> {
+pub(crate) fn latency(kind: Kind, size: usize, trips: Trips) -> Histogram<u64> {
     let (a, b) = tcp_pair();
     let server = echo(b);
     let mut f = Framed::new(a);
     let data = payload(size);
     let mut h = histogram();
-    for i in 0..warmup + iters {
+    let started = Instant::now();
+    for i in (0..).take_while(|&i| trips.go_on(i, started)) {
         let start = Instant::now();
         let m = match kind {
             Kind::Direct => direct(data.clone()),
@@ -197,7 +198,7 @@ pub(crate) fn latency(kind: Kind, size: usize, iters: usize, warmup: usize) -> H
         f.flush();
         let reply = f.read().expect("echo");
         debug_assert_eq!(reply.data_len(), size);
-        if i >= warmup {
+        if trips.records(i) {
             record(&mut h, start);
         }
     }

@@ -3,24 +3,38 @@
 //!
 //! ```text
 //! cargo bench --bench compare                            # full: what the README quotes
-//! SYNCPEER_BENCH_QUICK=1 cargo bench --bench compare     # quick: under a minute
+//! SYNCPEER_BENCH_QUICK=1 cargo bench --bench compare     # quick: about a minute
 //! ```
 //!
-//! The three sides run the same workloads with the same wire format and the same sans-IO
-//! codec, so only the concurrency architecture differs:
+//! The sides run the same workloads with the same wire format and the same sans-IO codec, so
+//! only the concurrency architecture differs:
 //!
 //! - **syncpeer**: the library (reader, mux and writer threads), the application on threads;
 //! - **async**: `tests/support/async_peer.rs`, the Aptos `Peer` actor's three tasks on a tokio
 //!   multi-threaded runtime (one worker per core), the application as tasks; the shutdown
 //!   section also runs its fixed variants;
-//! - **floor**: a bare blocking socket, the application thread encoding and writing itself.
+//! - **floor**: a bare blocking socket, the application thread encoding and writing itself;
+//! - **ceiling** (latency sections, echo only): the design ceiling of `ceiling.rs`, syncpeer's
+//!   reader → mux → writer threads and crossbeam channels with nothing inside (no codec, no
+//!   session), so that what the shape costs stands next to what the library adds. It parks on
+//!   every hop, as a plain use of crossbeam does; syncpeer polls before parking and lets a
+//!   direct send skip the mux, so on a quiet machine it can come in under its "ceiling".
 //!
-//! Repetitions are interleaved (syncpeer, async, floor, then again, the starting side rotating
-//! each repetition), so a change in machine load hits all three. Sections:
+//! Repetitions are interleaved (syncpeer, async, floor, ceiling, then again, the starting side
+//! rotating each repetition), so a change in machine load hits all sides. Every ratio in the table is
+//! the median of the ratios taken within each repetition (syncpeer's figure over the other
+//! side's, both measured in the same repetition), followed by their range over the
+//! repetitions. Sections:
 //!
 //! - latency: closed-loop round trips (64 B and 4 KiB direct-send echo, and RPC), percentiles of
 //!   all repetitions' samples merged into one histogram, and the process's CPU time per round
-//!   trip (both ends, every thread; polling before parking shows here);
+//!   trip (both ends, every thread; polling before parking shows here), median of the
+//!   repetitions;
+//! - contention: the latency workloads again, beside a background load that the bench starts
+//!   before and kills after each repetition's runs: one busy process per core at default
+//!   priority, each an integer loop with no system calls (`load.rs`). A round trip may wait
+//!   for a time slice there, milliseconds, so each run stops after a time budget (0.4 s
+//!   quick, 1.5 s full) once it has 50 samples;
 //! - throughput: one-way direct sends (64 B, 4 KiB, 1 MiB, a streamed 64 MiB message), timed
 //!   until the receiving application has every message; median of the repetitions. The
 //!   receiving application is a thread reading the handler's channel, except in the row
@@ -30,10 +44,12 @@
 //! - scale: 1,000 connected peers in a fresh child process: memory, threads, close time.
 //!
 //! Prints one table with ratios and checks the project's targets; writes the table as JSON to
-//! `$CARGO_TARGET_DIR/compare.json` (default `target/compare.json`).
+//! `$CARGO_TARGET_DIR/compare.json` (default `target/compare.json`) and draws it in
+//! `compare.svg` beside it: the latency distributions (CDF, log scale) of every side, quiet and
+//! under contention, and the throughput per payload size.
 //!
-//! For profiling, `SYNCPEER_BENCH_ONLY=latency,throughput,shutdown,scale` (any subset) runs only
-//! those sections, `SYNCPEER_BENCH_SIDE=syncpeer|async|floor` only that side and
+//! `SYNCPEER_BENCH_ONLY=latency,contention,throughput,shutdown,scale` (any subset) runs only
+//! those sections, `SYNCPEER_BENCH_SIDE=syncpeer|async|floor|ceiling` only that side and
 //! `SYNCPEER_BENCH_SIZE=1048576` only that throughput payload size, e.g.
 //! `SYNCPEER_BENCH_QUICK=1 SYNCPEER_BENCH_ONLY=latency SYNCPEER_BENCH_SIDE=syncpeer
 //! valgrind --tool=callgrind target/release/deps/compare-*`.
@@ -41,17 +57,22 @@
 #[path = "../../tests/support/async_peer.rs"]
 mod async_peer;
 mod async_side;
+mod ceiling;
 mod common;
 mod floor;
+mod json;
+mod latency;
+mod load;
+mod plot;
 mod report;
 mod scale;
 mod sync_side;
+mod table;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_peer::Variant;
-use common::{Kind, STREAM_SIZE, ShutdownRun};
-use hdrhistogram::Histogram;
+use common::{STREAM_SIZE, ShutdownRun, Trips};
 
 /// Environment variable selecting the quick mode.
 const QUICK_ENV: &str = "SYNCPEER_BENCH_QUICK";
@@ -66,8 +87,11 @@ const SIZE_ENV: &str = "SYNCPEER_BENCH_SIZE";
 struct Plan {
     quick: bool,
     reps: usize,
-    latency_iters: usize,
-    latency_warmup: usize,
+    /// Round trips per quiet latency run.
+    latency: Trips,
+    /// Round trips per run beside the background load, where one may wait milliseconds for
+    /// a time slice: bounded in time too.
+    contention: Trips,
     /// (label, payload size, messages per run, inline handler).
     throughput: Vec<(&'static str, usize, usize, bool)>,
     shutdown_messages: usize,
@@ -86,8 +110,16 @@ impl Plan {
         Plan {
             quick,
             reps: if quick { 3 } else { 9 },
-            latency_iters: if quick { 3_000 } else { 10_000 },
-            latency_warmup: if quick { 100 } else { 300 },
+            latency: Trips {
+                iters: if quick { 3_000 } else { 10_000 },
+                warmup: if quick { 100 } else { 300 },
+                budget: Duration::from_secs(60),
+            },
+            contention: Trips {
+                iters: if quick { 1_000 } else { 5_000 },
+                warmup: 20,
+                budget: Duration::from_millis(if quick { 400 } else { 1_500 }),
+            },
             throughput: vec![
                 ("64 B", 64, 1_000_000 / k, false),
                 ("64 B, inline handler", 64, 2_000_000 / k, true),
@@ -127,33 +159,30 @@ impl Plan {
     }
 }
 
-/// Column names of the latency and throughput sides.
+/// Column names of the throughput sides.
 const TRIO: [&str; 3] = ["syncpeer", "async", "floor"];
 /// Column names of the shutdown sides.
 const SHUTDOWN_SIDES: [&str; 5] = ["syncpeer", "async", "async+audit-fix", "async+fix", "floor"];
 
-/// Latency workloads: (label, kind, payload size).
-const LATENCY: [(&str, Kind, usize); 4] = [
-    ("direct echo 64 B", Kind::Direct, 64),
-    ("direct echo 4 KiB", Kind::Direct, 4096),
-    ("rpc 64 B", Kind::Rpc, 64),
-    ("rpc 4 KiB", Kind::Rpc, 4096),
-];
+/// One throughput workload: label, payload size, messages per run, and per side the seconds
+/// of each repetition's run, in order.
+pub(crate) type Throughput = (&'static str, usize, usize, Vec<Vec<f64>>);
 
 /// Everything measured.
 pub(crate) struct Results {
     pub(crate) quick: bool,
     /// Only some sections or sides ran (the JSON goes to `compare-partial.json`).
     pub(crate) partial: bool,
-    /// Per latency workload, one merged histogram per side.
-    pub(crate) latency: Vec<(&'static str, Vec<Histogram<u64>>)>,
-    /// Per latency workload and side: process CPU seconds used and round trips made (warm-up
-    /// and the pair's set-up and close included).
-    pub(crate) latency_cpu: Vec<Vec<(f64, u64)>>,
-    /// Per throughput workload: label, payload size, messages per run, seconds per run per side.
-    pub(crate) throughput: Vec<(&'static str, usize, usize, Vec<Vec<f64>>)>,
-    /// Shutdown runs per side: syncpeer, async original, async with the audit's fix, async
-    /// fixed, floor.
+    pub(crate) reps: usize,
+    /// The quiet latency section.
+    pub(crate) latency: Vec<latency::Workload>,
+    /// The same workloads beside the background load (empty if the section did not run).
+    pub(crate) contention: Vec<latency::Workload>,
+    /// What the background load was.
+    pub(crate) load: String,
+    pub(crate) throughput: Vec<Throughput>,
+    /// Shutdown runs per side (syncpeer, async original, async with the audit's fix, async
+    /// fixed, floor), one per repetition, in order.
     pub(crate) shutdown: Vec<Vec<ShutdownRun>>,
     pub(crate) shutdown_messages: usize,
     /// syncpeer, async.
@@ -168,6 +197,10 @@ fn main() {
         scale::child(&spec);
         return;
     }
+    if let Ok(parent) = std::env::var(load::BURN_ENV) {
+        load::burn(&parent);
+        return;
+    }
     let quick = std::env::var(QUICK_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
     let plan = Plan::new(quick);
     let started = Instant::now();
@@ -179,40 +212,27 @@ fn main() {
         plan.reps
     );
 
-    let mut latency: Vec<(&str, Vec<Histogram<u64>>)> = LATENCY
-        .iter()
-        .map(|(label, ..)| (*label, (0..3).map(|_| common::histogram()).collect()))
-        .collect();
-    let mut latency_cpu = vec![vec![(0.0, 0u64); 3]; LATENCY.len()];
-    let mut throughput: Vec<(&str, usize, usize, Vec<Vec<f64>>)> = plan
+    let mut quiet = latency::workloads();
+    let mut contention = latency::workloads();
+    let mut throughput: Vec<Throughput> = plan
         .throughput
         .iter()
         .map(|&(label, size, n, _)| (label, size, n, vec![Vec::new(); 3]))
         .collect();
     let mut shutdown: Vec<Vec<ShutdownRun>> = vec![Vec::new(); 5];
+    let runs_side = |name: &str| plan.runs_side(name);
 
     for rep in 0..plan.reps {
         eprintln!("repetition {}/{}", rep + 1, plan.reps);
-        for (w, &(label, kind, size)) in LATENCY.iter().enumerate() {
-            if !plan.runs("latency") {
-                break;
-            }
-            for side in rotation(rep, 3).filter(|&s| plan.runs_side(TRIO[s])) {
-                let (iters, warmup) = (plan.latency_iters, plan.latency_warmup);
-                let cpu_before = common::cpu_seconds();
-                let h = match side {
-                    0 => sync_side::latency(kind, size, iters, warmup),
-                    1 => async_side::latency(&rt, kind, size, iters, warmup),
-                    _ => floor::latency(kind, size, iters, warmup),
-                };
-                if let (Some(a), Some(b)) = (cpu_before, common::cpu_seconds()) {
-                    let cpu = &mut latency_cpu[w][side];
-                    cpu.0 += b - a;
-                    cpu.1 += (iters + warmup) as u64;
-                }
-                latency[w].1[side].add(&h).expect("same histogram bounds");
-            }
-            eprintln!("  latency {label}: done");
+        if plan.runs("latency") {
+            eprintln!(" latency (quiet)");
+            latency::repetition(&rt, &mut quiet, rep, plan.latency, &runs_side);
+        }
+        if plan.runs("contention") {
+            eprintln!(" contention: {}", load::description());
+            // Killed when dropped, also if a run panics.
+            let _load = load::Load::start();
+            latency::repetition(&rt, &mut contention, rep, plan.contention, &runs_side);
         }
         for (t, &(.., inline)) in throughput.iter_mut().zip(&plan.throughput) {
             if !plan.runs("throughput") {
@@ -271,8 +291,14 @@ fn main() {
     let results = Results {
         quick: plan.quick,
         partial: plan.only.is_some() || plan.side.is_some() || plan.size.is_some(),
-        latency,
-        latency_cpu,
+        reps: plan.reps,
+        latency: quiet,
+        contention: if plan.runs("contention") {
+            contention
+        } else {
+            Vec::new()
+        },
+        load: load::description(),
         throughput,
         shutdown,
         shutdown_messages: plan.shutdown_messages,

@@ -1,55 +1,103 @@
-//! The one table: rows of medians per side, the ratios syncpeer/async and syncpeer/floor, the
-//! project's targets, and the same as JSON.
+//! The results as rows: per metric, one figure per side and the figures of every repetition,
+//! from which each ratio is taken as the median of the per-repetition ratios (syncpeer's
+//! figure over the other side's in the same repetition) with their range; then the project's
+//! targets. `table.rs` prints the rows, `json.rs` writes them, `plot.rs` draws the results.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::Results;
+use crate::latency::{self, QUANTILES};
+use crate::{Results, ShutdownRun};
 
 /// Column order of every row.
-const COLUMNS: [&str; 5] = ["syncpeer", "async", "async+audit-fix", "async+fix", "floor"];
-const SYNC: usize = 0;
-const ASYNC: usize = 1;
-const AUDIT_FIX: usize = 2;
-const FIXED: usize = 3;
-const FLOOR: usize = 4;
+pub(crate) const COLUMNS: [&str; 6] = [
+    "syncpeer",
+    "async",
+    "async+audit-fix",
+    "async+fix",
+    "floor",
+    "ceiling",
+];
+pub(crate) const SYNC: usize = 0;
+pub(crate) const ASYNC: usize = 1;
+pub(crate) const AUDIT_FIX: usize = 2;
+pub(crate) const FIXED: usize = 3;
+pub(crate) const FLOOR: usize = 4;
+pub(crate) const CEILING: usize = 5;
+
+/// Table columns of the latency sides, in `latency::SIDES` order.
+const LATENCY_COLUMNS: [usize; 4] = [SYNC, ASYNC, FLOOR, CEILING];
+/// Table columns of the throughput sides (syncpeer, async, floor).
+const TRIO: [usize; 3] = [SYNC, ASYNC, FLOOR];
 
 /// Whether a larger value is better (for reading the ratios).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Better {
+pub(crate) enum Better {
     Lower,
     Higher,
     /// Context, not a score: no ratios.
     Neither,
 }
 
-struct Row {
-    section: &'static str,
-    metric: String,
-    unit: &'static str,
-    better: Better,
-    values: [Option<f64>; 5],
+/// The median of per-repetition ratios and their range.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ratio {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    /// Repetitions in which both sides ran.
+    pub(crate) pairs: usize,
+}
+
+pub(crate) struct Row {
+    pub(crate) section: &'static str,
+    pub(crate) metric: String,
+    pub(crate) unit: &'static str,
+    pub(crate) better: Better,
+    /// The figure per column (what the table shows).
+    pub(crate) values: [Option<f64>; 6],
+    /// Per column, the figure of each repetition in order (the pairs behind the ratios).
+    pub(crate) reps: [Vec<f64>; 6],
 }
 
 impl Row {
-    fn ratio(&self, other: usize) -> Option<f64> {
+    fn new(section: &'static str, metric: String, unit: &'static str, better: Better) -> Row {
+        Row {
+            section,
+            metric,
+            unit,
+            better,
+            values: [None; 6],
+            reps: Default::default(),
+        }
+    }
+
+    /// Sets a column from its per-repetition figures, the figure being their median.
+    fn set(&mut self, column: usize, reps: Vec<f64>) {
+        self.values[column] = median(&reps);
+        self.reps[column] = reps;
+    }
+
+    /// syncpeer over `other`: the median and range of the ratios within each repetition.
+    pub(crate) fn ratio(&self, other: usize) -> Option<Ratio> {
         if self.better == Better::Neither {
             return None;
         }
-        match (self.values[SYNC], self.values[other]) {
-            (Some(s), Some(o)) if o > 0.0 => Some(s / o),
-            _ => None,
-        }
+        let ratios: Vec<f64> = self.reps[SYNC]
+            .iter()
+            .zip(&self.reps[other])
+            .filter(|&(_, &o)| o > 0.0)
+            .map(|(s, o)| s / o)
+            .collect();
+        Some(Ratio {
+            median: median(&ratios)?,
+            min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            pairs: ratios.len(),
+        })
     }
 }
 
-struct Target {
-    name: String,
-    value: String,
-    pass: bool,
-}
-
-fn median(v: &[f64]) -> Option<f64> {
+pub(crate) fn median(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -63,180 +111,190 @@ fn median(v: &[f64]) -> Option<f64> {
     })
 }
 
-/// Sides of the latency/throughput sections (syncpeer, async, floor) in table columns.
-const TRIO: [usize; 3] = [SYNC, ASYNC, FLOOR];
-
-fn rows(r: &Results) -> Vec<Row> {
+/// Rows of a latency section: percentiles of the merged samples (ratios from each
+/// repetition's own percentiles), then CPU per round trip (quiet section) or the round trips
+/// recorded within the time budget (contention section).
+fn latency_rows(section: &'static str, workloads: &[latency::Workload], cpu: bool) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (label, hists) in &r.latency {
-        for (q, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
-            let mut values = [None; 5];
-            for (side, h) in hists.iter().enumerate() {
-                if !h.is_empty() {
-                    values[TRIO[side]] = Some(h.value_at_quantile(q) as f64 / 1000.0);
+    for w in workloads {
+        for (i, &(q, name)) in QUANTILES.iter().enumerate() {
+            let mut row = Row::new(section, format!("{} {name}", w.label), "us", Better::Lower);
+            for (side, &column) in LATENCY_COLUMNS.iter().enumerate() {
+                if !w.merged[side].is_empty() {
+                    row.values[column] = Some(w.merged[side].value_at_quantile(q) as f64 / 1e3);
+                    row.reps[column] = w.reps[side].iter().map(|r| r.quantiles[i]).collect();
                 }
             }
-            rows.push(Row {
-                section: "latency",
-                metric: format!("{label} {name}"),
-                unit: "us",
-                better: Better::Lower,
-                values,
-            });
+            rows.push(row);
         }
     }
-    for ((label, _), sides) in r.latency.iter().zip(&r.latency_cpu) {
-        let mut values = [None; 5];
-        for (side, &(cpu, trips)) in sides.iter().enumerate() {
-            if trips > 0 {
-                values[TRIO[side]] = Some(cpu / trips as f64 * 1e6);
+    for w in workloads.iter().filter(|_| cpu) {
+        let metric = format!("{} CPU per round trip", w.label);
+        let mut row = Row::new(section, metric, "us", Better::Lower);
+        for (side, &column) in LATENCY_COLUMNS.iter().enumerate() {
+            let reps: Vec<f64> = w.reps[side].iter().filter_map(|r| r.cpu_us).collect();
+            if !reps.is_empty() {
+                row.set(column, reps);
             }
         }
-        rows.push(Row {
-            section: "latency",
-            metric: format!("{label} CPU per round trip"),
-            unit: "us",
-            better: Better::Lower,
-            values,
-        });
+        rows.push(row);
     }
-    for (label, size, n, secs) in &r.throughput {
-        let mut msgs = [None; 5];
-        let mut mbs = [None; 5];
-        for (side, runs) in secs.iter().enumerate() {
-            let rates: Vec<f64> = runs.iter().map(|s| *n as f64 / s).collect();
-            msgs[TRIO[side]] = median(&rates);
-            mbs[TRIO[side]] = median(&rates).map(|m| m * *size as f64 / 1e6);
+    for w in workloads.iter().filter(|_| !cpu) {
+        let metric = format!("{} round trips recorded per run", w.label);
+        let mut row = Row::new(section, metric, "trips", Better::Neither);
+        for (side, &column) in LATENCY_COLUMNS.iter().enumerate() {
+            if !w.reps[side].is_empty() {
+                row.set(
+                    column,
+                    w.reps[side].iter().map(|r| r.recorded as f64).collect(),
+                );
+            }
         }
-        rows.push(Row {
-            section: "throughput",
-            metric: format!("{label} one-way"),
-            unit: "msg/s",
-            better: Better::Higher,
-            values: msgs,
-        });
-        rows.push(Row {
-            section: "throughput",
-            metric: format!("{label} one-way"),
-            unit: "MB/s",
-            better: Better::Higher,
-            values: mbs,
-        });
+        rows.push(row);
     }
-    let each = |f: &dyn Fn(&[crate::ShutdownRun]) -> Option<f64>| {
-        let mut v = [None; 5];
-        for (side, runs) in r.shutdown.iter().enumerate() {
-            v[side] = f(runs);
-        }
-        v
-    };
-    let n = r.shutdown_messages;
-    let mut queued = each(&|runs| {
-        median(
-            &runs
-                .iter()
-                .map(|x| x.queued_at_close as f64)
-                .collect::<Vec<_>>(),
-        )
-    });
-    queued[FLOOR] = None;
-    rows.push(Row {
-        section: "shutdown",
-        metric: format!("{n} x 64 B sent: still queued at close"),
-        unit: "msgs",
-        better: Better::Neither,
-        values: queued,
-    });
-    // The floor has no queue to drain: its "close" is a half-close, not comparable.
-    let mut close = each(&|runs| {
-        median(
-            &runs
-                .iter()
-                .map(|x| x.close.as_secs_f64() * 1e3)
-                .collect::<Vec<_>>(),
-        )
-    });
-    close[FLOOR] = None;
-    rows.push(Row {
-        section: "shutdown",
-        metric: "close call -> closed (the drain)".into(),
-        unit: "ms",
-        better: Better::Lower,
-        values: close,
-    });
-    rows.push(Row {
-        section: "shutdown",
-        metric: "first send -> last message received".into(),
-        unit: "ms",
-        better: Better::Lower,
-        values: each(&|runs| {
-            median(
-                &runs
-                    .iter()
-                    .map(|x| x.total.as_secs_f64() * 1e3)
-                    .collect::<Vec<_>>(),
-            )
-        }),
-    });
-    rows.push(Row {
-        section: "shutdown",
-        metric: "messages lost per run (median)".into(),
-        unit: "msgs",
-        better: Better::Lower,
-        values: each(&|runs| median(&runs.iter().map(|x| x.lost() as f64).collect::<Vec<_>>())),
-    });
-    rows.push(Row {
-        section: "shutdown",
-        metric: "messages lost per run (max)".into(),
-        unit: "msgs",
-        better: Better::Lower,
-        values: each(&|runs| runs.iter().map(|x| x.lost() as f64).reduce(f64::max)),
-    });
-    rows.push(Row {
-        section: "shutdown",
-        metric: "runs that lost messages".into(),
-        unit: "runs",
-        better: Better::Lower,
-        values: each(&|runs| {
-            (!runs.is_empty()).then(|| runs.iter().filter(|x| x.lost() > 0).count() as f64)
-        }),
-    });
-    let scale = |f: &dyn Fn(&crate::scale::ScaleRun) -> f64| {
-        let mut v = [None; 5];
-        v[SYNC] = r.scale[0].as_ref().map(f);
-        v[ASYNC] = r.scale[1].as_ref().map(f);
-        v
-    };
-    let peers = r.scale.iter().flatten().map(|s| s.peers).max().unwrap_or(0);
-    rows.push(Row {
-        section: "scale",
-        metric: format!("{peers} peers: resident memory added"),
-        unit: "MiB",
-        better: Better::Lower,
-        values: scale(&|s| s.rss_mib()),
-    });
-    rows.push(Row {
-        section: "scale",
-        metric: format!("{peers} peers: threads added"),
-        unit: "threads",
-        better: Better::Lower,
-        values: scale(&|s| s.threads_after.saturating_sub(s.threads_before) as f64),
-    });
-    rows.push(Row {
-        section: "scale",
-        metric: format!("{peers} peers: connect, spawn, first message"),
-        unit: "ms",
-        better: Better::Lower,
-        values: scale(&|s| s.spawn.as_secs_f64() * 1e3),
-    });
-    rows.push(Row {
-        section: "scale",
-        metric: format!("{peers} peers: close all (4 closers)"),
-        unit: "ms",
-        better: Better::Lower,
-        values: scale(&|s| s.close.as_secs_f64() * 1e3),
-    });
     rows
+}
+
+/// A row to compute: metric, unit, which way is better, and the figure of one run.
+type Metric<T> = (String, &'static str, Better, fn(&T) -> f64);
+
+fn shutdown_rows(r: &Results) -> Vec<Row> {
+    let n = r.shutdown_messages;
+    let metrics: [Metric<ShutdownRun>; 4] = [
+        (
+            format!("{n} x 64 B sent: still queued at close"),
+            "msgs",
+            Better::Neither,
+            |x| x.queued_at_close as f64,
+        ),
+        // The floor has no queue to drain: its "close" is a half-close, not comparable.
+        (
+            "close call -> closed (the drain)".into(),
+            "ms",
+            Better::Lower,
+            |x| x.close.as_secs_f64() * 1e3,
+        ),
+        (
+            "first send -> last message received".into(),
+            "ms",
+            Better::Lower,
+            |x| x.total.as_secs_f64() * 1e3,
+        ),
+        (
+            "messages lost per run (median)".into(),
+            "msgs",
+            Better::Lower,
+            |x| x.lost() as f64,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (i, (metric, unit, better, f)) in metrics.into_iter().enumerate() {
+        let mut row = Row::new("shutdown", metric, unit, better);
+        for (side, runs) in r.shutdown.iter().enumerate() {
+            // The floor has no queue (row 0) and its close is a half-close (row 1).
+            let not_comparable = side == FLOOR && i < 2;
+            if !runs.is_empty() && !not_comparable {
+                row.set(side, runs.iter().map(f).collect());
+            }
+        }
+        rows.push(row);
+    }
+    let mut max = Row::new(
+        "shutdown",
+        "messages lost per run (max)".into(),
+        "msgs",
+        Better::Lower,
+    );
+    let mut runs_lost = Row::new(
+        "shutdown",
+        "runs that lost messages".into(),
+        "runs",
+        Better::Lower,
+    );
+    for (side, runs) in r.shutdown.iter().enumerate() {
+        let lost: Vec<f64> = runs.iter().map(|x| x.lost() as f64).collect();
+        max.values[side] = lost.iter().copied().reduce(f64::max);
+        let count = lost.iter().filter(|&&l| l > 0.0).count() as f64;
+        runs_lost.values[side] = (!runs.is_empty()).then_some(count);
+    }
+    // Not ratios of repetitions: one figure over all of them (both rows are 0 for syncpeer).
+    max.better = Better::Neither;
+    runs_lost.better = Better::Neither;
+    rows.extend([max, runs_lost]);
+    rows
+}
+
+pub(crate) fn rows(r: &Results) -> Vec<Row> {
+    let mut rows = latency_rows("latency", &r.latency, true);
+    rows.extend(latency_rows("contention", &r.contention, false));
+    for (label, size, n, secs) in &r.throughput {
+        let mut msgs = Row::new(
+            "throughput",
+            format!("{label} one-way"),
+            "msg/s",
+            Better::Higher,
+        );
+        let mut mbs = Row::new(
+            "throughput",
+            format!("{label} one-way"),
+            "MB/s",
+            Better::Higher,
+        );
+        for (side, runs) in secs.iter().enumerate().filter(|(_, runs)| !runs.is_empty()) {
+            let rates: Vec<f64> = runs.iter().map(|s| *n as f64 / s).collect();
+            mbs.set(
+                TRIO[side],
+                rates.iter().map(|m| m * *size as f64 / 1e6).collect(),
+            );
+            msgs.set(TRIO[side], rates);
+        }
+        rows.extend([msgs, mbs]);
+    }
+    rows.extend(shutdown_rows(r));
+    let peers = r.scale.iter().flatten().map(|s| s.peers).max().unwrap_or(0);
+    let scale: [Metric<crate::scale::ScaleRun>; 4] = [
+        (
+            format!("{peers} peers: resident memory added"),
+            "MiB",
+            Better::Lower,
+            |s| s.rss_mib(),
+        ),
+        (
+            format!("{peers} peers: threads added"),
+            "threads",
+            Better::Lower,
+            |s| s.threads_after.saturating_sub(s.threads_before) as f64,
+        ),
+        (
+            format!("{peers} peers: connect, spawn, first message"),
+            "ms",
+            Better::Lower,
+            |s| s.spawn.as_secs_f64() * 1e3,
+        ),
+        (
+            format!("{peers} peers: close all (4 closers)"),
+            "ms",
+            Better::Lower,
+            |s| s.close.as_secs_f64() * 1e3,
+        ),
+    ];
+    for (metric, unit, better, f) in scale {
+        // One run per side: its "ratio of repetitions" is the ratio of the two runs.
+        let mut row = Row::new("scale", metric, unit, better);
+        for (side, run) in [SYNC, ASYNC].into_iter().zip(&r.scale) {
+            if let Some(run) = run {
+                row.set(side, vec![f(run)]);
+            }
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+pub(crate) struct Target {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) pass: bool,
 }
 
 fn find<'a>(rows: &'a [Row], section: &str, metric: &str, unit: &str) -> Option<&'a Row> {
@@ -244,21 +302,23 @@ fn find<'a>(rows: &'a [Row], section: &str, metric: &str, unit: &str) -> Option<
         .find(|r| r.section == section && r.metric == metric && r.unit == unit)
 }
 
-fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
+pub(crate) fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
     let mut t = Vec::new();
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
-    for (label, _) in &r.latency {
+    for w in &r.latency {
         for q in ["p50", "p99"] {
-            let row = find(rows, "latency", &format!("{label} {q}"), "us");
-            let ratio = row.and_then(|x| x.ratio(ASYNC));
+            let row = find(rows, "latency", &format!("{} {q}", w.label), "us");
+            let ratio = row.and_then(|x| x.ratio(ASYNC)).map(|x| x.median);
             t.push(Target {
-                name: format!("latency {label} {q} <= async"),
+                name: format!("latency {} {q} <= async", w.label),
                 value: format!("syncpeer/async {}", fmt(ratio)),
                 pass: ratio.is_some_and(|x| x <= 1.0),
             });
         }
     }
-    let ratio = find(rows, "throughput", "64 B one-way", "msg/s").and_then(|x| x.ratio(ASYNC));
+    let ratio = find(rows, "throughput", "64 B one-way", "msg/s")
+        .and_then(|x| x.ratio(ASYNC))
+        .map(|x| x.median);
     t.push(Target {
         name: "throughput 64 B >= 2x async".into(),
         value: format!("syncpeer/async {}", fmt(ratio)),
@@ -271,7 +331,9 @@ fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
         value: format!("{} M msg/s", fmt(rate.map(|r| r / 1e6))),
         pass: rate.is_some_and(|r| r >= 5e6),
     });
-    let ratio = find(rows, "throughput", "1 MiB one-way", "MB/s").and_then(|x| x.ratio(FLOOR));
+    let ratio = find(rows, "throughput", "1 MiB one-way", "MB/s")
+        .and_then(|x| x.ratio(FLOOR))
+        .map(|x| x.median);
     t.push(Target {
         name: "throughput 1 MiB >= 0.5x floor".into(),
         value: format!("syncpeer/floor {}", fmt(ratio)),
@@ -311,181 +373,34 @@ fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
     t
 }
 
-/// A number in at most about 8 characters.
-fn num(v: Option<f64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) if v >= 1e7 => format!("{:.2}M", v / 1e6),
-        Some(v) if v >= 100.0 => format!("{v:.0}"),
-        Some(v) if v >= 10.0 => format!("{v:.1}"),
-        Some(v) => format!("{v:.2}"),
-    }
-}
-
-fn ratio(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.2}x"))
-}
-
-fn table(r: &Results, rows: &[Row], targets: &[Target]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\nsyncpeer compare ({} mode, {:.0} s; load average {} before, {} after; {} cores)",
-        if r.quick { "quick" } else { "full" },
-        r.elapsed_s,
-        r.load_before,
-        r.load_after,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    let _ = writeln!(
-        out,
-        "{:<46} {:>7} {:>9} {:>9} {:>15} {:>9} {:>9} {:>10} {:>10}",
-        "metric",
-        "unit",
-        COLUMNS[SYNC],
-        COLUMNS[ASYNC],
-        COLUMNS[AUDIT_FIX],
-        COLUMNS[FIXED],
-        COLUMNS[FLOOR],
-        "sync/async",
-        "sync/floor"
-    );
-    let mut section = "";
-    for row in rows {
-        if row.section != section {
-            section = row.section;
-            let better = if section == "throughput" {
-                "higher"
-            } else {
-                "lower"
-            };
-            let _ = writeln!(
-                out,
-                "-- {section} (ratios: {better} is better for syncpeer)"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{:<46} {:>7} {:>9} {:>9} {:>15} {:>9} {:>9} {:>10} {:>10}",
-            row.metric,
-            row.unit,
-            num(row.values[SYNC]),
-            num(row.values[ASYNC]),
-            num(row.values[AUDIT_FIX]),
-            num(row.values[FIXED]),
-            num(row.values[FLOOR]),
-            ratio(row.ratio(ASYNC)),
-            ratio(row.ratio(FLOOR)),
-        );
-    }
-    let _ = writeln!(out, "-- targets");
-    for t in targets {
-        let _ = writeln!(
-            out,
-            "{:<6} {:<46} {}",
-            if t.pass { "PASS" } else { "MISS" },
-            t.name,
-            t.value
-        );
-    }
-    out
-}
-
-fn json_num(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.is_finite() => format!("{v}"),
-        _ => "null".into(),
-    }
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn json(r: &Results, rows: &[Row], targets: &[Target]) -> String {
-    let mut o = String::from("{\n");
-    let _ = writeln!(
-        o,
-        "  \"mode\": {},",
-        json_str(if r.quick { "quick" } else { "full" })
-    );
-    let _ = writeln!(o, "  \"elapsed_s\": {:.1},", r.elapsed_s);
-    let _ = writeln!(o, "  \"load_before\": {},", json_str(&r.load_before));
-    let _ = writeln!(o, "  \"load_after\": {},", json_str(&r.load_after));
-    let _ = writeln!(o, "  \"rows\": [");
-    for (i, row) in rows.iter().enumerate() {
-        let _ = write!(
-            o,
-            "    {{\"section\": {}, \"metric\": {}, \"unit\": {}, \"better\": {}",
-            json_str(row.section),
-            json_str(&row.metric),
-            json_str(row.unit),
-            json_str(match row.better {
-                Better::Lower => "lower",
-                Better::Higher => "higher",
-                Better::Neither => "none",
-            })
-        );
-        for (c, name) in COLUMNS.iter().enumerate() {
-            let _ = write!(o, ", {}: {}", json_str(name), json_num(row.values[c]));
-        }
-        let _ = write!(
-            o,
-            ", \"sync_over_async\": {}, \"sync_over_floor\": {}}}",
-            json_num(row.ratio(ASYNC)),
-            json_num(row.ratio(FLOOR))
-        );
-        let _ = writeln!(o, "{}", if i + 1 < rows.len() { "," } else { "" });
-    }
-    let _ = writeln!(o, "  ],\n  \"targets\": [");
-    for (i, t) in targets.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "    {{\"target\": {}, \"value\": {}, \"pass\": {}}}{}",
-            json_str(&t.name),
-            json_str(&t.value),
-            t.pass,
-            if i + 1 < targets.len() { "," } else { "" }
-        );
-    }
-    o.push_str("  ]\n}\n");
-    o
-}
-
-/// Where the JSON goes: `$CARGO_TARGET_DIR`, or `target/` at the crate root.
-fn json_path(partial: bool) -> PathBuf {
+/// Where the JSON and the SVG go: `$CARGO_TARGET_DIR`, or `target/` at the crate root.
+fn output(partial: bool, extension: &str) -> PathBuf {
+    let stem = if partial {
+        "compare-partial"
+    } else {
+        "compare"
+    };
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join(if partial {
-            "compare-partial.json"
-        } else {
-            "compare.json"
-        })
+        .join(format!("{stem}.{extension}"))
 }
 
-/// Prints the table and writes the JSON.
+/// Prints the table, writes the JSON and draws the SVG.
 pub(crate) fn print_and_save(r: &Results) {
     let rows = rows(r);
     let targets = targets(r, &rows);
-    println!("{}", table(r, &rows, &targets));
-    let path = json_path(r.partial);
-    match std::fs::create_dir_all(path.parent().unwrap_or(&path))
-        .and_then(|()| std::fs::write(&path, json(r, &rows, &targets)))
-    {
-        Ok(()) => println!("wrote {}", path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    println!("{}", crate::table::text(r, &rows, &targets));
+    let json = output(r.partial, "json");
+    let written = std::fs::create_dir_all(json.parent().unwrap_or(&json))
+        .and_then(|()| std::fs::write(&json, crate::json::text(r, &rows, &targets)));
+    match written {
+        Ok(()) => println!("wrote {}", json.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", json.display()),
+    }
+    let svg = output(r.partial, "svg");
+    match crate::plot::draw(r, &svg) {
+        Ok(()) => println!("wrote {}", svg.display()),
+        Err(e) => eprintln!("cannot draw {}: {e}", svg.display()),
     }
 }

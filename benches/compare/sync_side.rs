@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use syncpeer::{Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerHandle, PeerId};
 
 use crate::common::{
-    DIRECT, Kind, RPC, RPC_TIMEOUT, ShutdownRun, histogram, payload, record, tcp_pair,
+    DIRECT, Kind, RPC, RPC_TIMEOUT, ShutdownRun, Trips, histogram, payload, record, tcp_pair,
 };
 
 /// One side: its handle and what its handlers receive (an unbounded channel, so the bench
@@ -58,12 +58,13 @@ fn echo(b: Side) -> thread::JoinHandle<()> {
 }
 
 /// Closed-loop round trips; the first `warmup` are not recorded.
-pub(crate) fn latency(kind: Kind, size: usize, iters: usize, warmup: usize) -> Histogram<u64> {
+pub(crate) fn latency(kind: Kind, size: usize, trips: Trips) -> Histogram<u64> {
     let (a, b) = pair(PeerConfig::default());
     let server = echo(b);
     let data = payload(size);
     let mut h = histogram();
-    for i in 0..warmup + iters {
+    let started = Instant::now();
+    for i in (0..).take_while(|&i| trips.go_on(i, started)) {
         let start = Instant::now();
         match kind {
             Kind::Direct => {
@@ -74,7 +75,7 @@ pub(crate) fn latency(kind: Kind, size: usize, iters: usize, warmup: usize) -> H
                 a.handle.rpc(RPC, data.clone(), RPC_TIMEOUT).expect("rpc");
             }
         }
-        if i >= warmup {
+        if trips.records(i) {
             record(&mut h, start);
         }
     }

@@ -1,0 +1,128 @@
+//! The one table, as text: per section the sides it ran and the ratios syncpeer/other, each
+//! the median of the ratios taken within each repetition followed by their range; then the
+//! project's targets.
+
+use std::fmt::Write as _;
+
+use crate::Results;
+use crate::report::{ASYNC, AUDIT_FIX, CEILING, COLUMNS, FIXED, FLOOR, Ratio, Row, SYNC, Target};
+
+/// The columns and ratios a section shows.
+fn layout(section: &str) -> (&'static [usize], &'static [usize]) {
+    match section {
+        "latency" | "contention" => (&[SYNC, ASYNC, FLOOR, CEILING], &[ASYNC, FLOOR, CEILING]),
+        "throughput" => (&[SYNC, ASYNC, FLOOR], &[ASYNC, FLOOR]),
+        "shutdown" => (&[SYNC, ASYNC, AUDIT_FIX, FIXED, FLOOR], &[ASYNC, FLOOR]),
+        _ => (&[SYNC, ASYNC], &[ASYNC]),
+    }
+}
+
+/// A number in at most about 8 characters.
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v >= 1e7 => format!("{:.2}M", v / 1e6),
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) if v >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+/// A ratio: the median, then the range if there was more than one pair.
+fn ratio(r: Option<Ratio>) -> String {
+    let f = |v: f64| match v {
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v => format!("{v:.2}"),
+    };
+    match r {
+        None => "-".into(),
+        Some(r) if r.pairs < 2 => f(r.median),
+        Some(r) => format!("{} ({}-{})", f(r.median), f(r.min), f(r.max)),
+    }
+}
+
+const METRIC: usize = 46;
+const RATIO: usize = 18;
+
+fn width(column: usize) -> usize {
+    COLUMNS[column].len().max(9)
+}
+
+fn header(out: &mut String, section: &str) {
+    let (columns, ratios) = layout(section);
+    let better = if section == "throughput" {
+        "higher"
+    } else {
+        "lower"
+    };
+    let title = match section {
+        "latency" => "latency, quiet".to_string(),
+        "contention" => format!(
+            "contention: latency beside {} busy processes, one per core, at default priority",
+            crate::load::processes()
+        ),
+        s => s.to_string(),
+    };
+    let _ = writeln!(out, "-- {title}");
+    let _ = write!(
+        out,
+        "{:<METRIC$} {:>7}",
+        format!("(ratios: {better} is better for syncpeer)"),
+        "unit"
+    );
+    for &c in columns {
+        let _ = write!(out, " {:>w$}", COLUMNS[c], w = width(c));
+    }
+    for &c in ratios {
+        let name = format!("sync/{}", COLUMNS[c]);
+        let _ = write!(out, " {name:>RATIO$}");
+    }
+    let _ = writeln!(out);
+}
+
+/// The table and the targets.
+pub(crate) fn text(r: &Results, rows: &[Row], targets: &[Target]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nsyncpeer compare ({} mode, {} repetitions, {:.0} s; load average {} before, {} \
+         after; {} cores)",
+        if r.quick { "quick" } else { "full" },
+        r.reps,
+        r.elapsed_s,
+        r.load_before,
+        r.load_after,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(
+        out,
+        "ratios: syncpeer's figure over the other side's, taken within each repetition; the \
+         median of the repetitions, then (min-max)"
+    );
+    let mut section = "";
+    for row in rows
+        .iter()
+        .filter(|row| row.values.iter().any(Option::is_some))
+    {
+        if row.section != section {
+            section = row.section;
+            header(&mut out, section);
+        }
+        let (columns, ratios) = layout(section);
+        let _ = write!(out, "{:<METRIC$} {:>7}", row.metric, row.unit);
+        for &c in columns {
+            let _ = write!(out, " {:>w$}", num(row.values[c]), w = width(c));
+        }
+        for &c in ratios {
+            let _ = write!(out, " {:>RATIO$}", ratio(row.ratio(c)));
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "-- targets");
+    for t in targets {
+        let verdict = if t.pass { "PASS" } else { "MISS" };
+        let _ = writeln!(out, "{verdict:<6} {:<46} {}", t.name, t.value);
+    }
+    out
+}
