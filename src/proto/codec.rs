@@ -111,6 +111,9 @@ enum DecodeState {
 pub struct FrameDecoder {
     /// Length prefixes and small frames; never shared, so its memory is reused.
     buf: BytesMut,
+    /// How much of `buf` is decoded: frames are read in place and `buf` is advanced past them
+    /// once per [`extend`](FrameDecoder::extend), not once per frame.
+    pos: usize,
     /// The frame being collected, if it is at least [`COPY_FRAMES_BELOW`] long: allocated at
     /// its exact length once the prefix is known, filled before `buf`.
     frame: BytesMut,
@@ -123,6 +126,7 @@ impl FrameDecoder {
     pub fn new(max_frame_size: usize) -> FrameDecoder {
         FrameDecoder {
             buf: BytesMut::new(),
+            pos: 0,
             frame: BytesMut::new(),
             state: DecodeState::Header,
             max_frame_size,
@@ -138,17 +142,29 @@ impl FrameDecoder {
             self.frame.extend_from_slice(&data[..take]);
             data = &data[take..];
         }
+        if self.pos == self.buf.len() {
+            // Everything decoded: start over at the front, keeping the allocation.
+            self.buf.clear();
+        } else {
+            self.buf.advance(self.pos);
+        }
+        self.pos = 0;
         self.buf.extend_from_slice(data);
+    }
+
+    /// The bytes not yet decoded in `buf`.
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..]
     }
 
     /// True when no partial frame is buffered (an EOF here is a clean close).
     pub fn is_idle(&self) -> bool {
-        self.state == DecodeState::Header && self.buf.is_empty()
+        self.state == DecodeState::Header && self.unread().is_empty()
     }
 
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.frame.len()
+        self.unread().len() + self.frame.len()
     }
 
     /// The next complete frame's message, `Ok(None)` if more bytes are needed.
@@ -160,10 +176,11 @@ impl FrameDecoder {
     pub fn decode(&mut self) -> Result<Option<MultiplexMessage>, FrameError> {
         let len = match self.state {
             DecodeState::Header => {
-                if self.buf.len() < LENGTH_PREFIX {
+                let Some(prefix) = self.unread().first_chunk::<LENGTH_PREFIX>() else {
                     return Ok(None);
-                }
-                let len = self.buf.get_u32() as usize;
+                };
+                let len = u32::from_be_bytes(*prefix) as usize;
+                self.pos += LENGTH_PREFIX;
                 if len > self.max_frame_size {
                     return Err(FrameError::FrameTooLarge {
                         len,
@@ -172,10 +189,11 @@ impl FrameDecoder {
                 }
                 // Allocate only now that the length is known to be within the limit.
                 if len >= COPY_FRAMES_BELOW {
-                    let take = len.min(self.buf.len());
+                    let take = len.min(self.unread().len());
                     self.frame = BytesMut::with_capacity(len);
-                    self.frame.extend_from_slice(&self.buf[..take]);
-                    self.buf.advance(take);
+                    self.frame
+                        .extend_from_slice(&self.buf[self.pos..self.pos + take]);
+                    self.pos += take;
                 }
                 self.state = DecodeState::Payload { len };
                 len
@@ -183,14 +201,14 @@ impl FrameDecoder {
             DecodeState::Payload { len } => len,
         };
         let decoded = if len < COPY_FRAMES_BELOW {
-            if self.buf.len() < len {
+            let Some(body) = self.unread().get(..len) else {
                 return Ok(None);
-            }
-            let decoded = MultiplexMessage::decode_copied(&self.buf[..len]);
+            };
+            let decoded = MultiplexMessage::decode_copied(body);
             let prefix = decoded
                 .is_err()
-                .then(|| Bytes::copy_from_slice(&self.buf[..len.min(KEPT_PREFIX)]));
-            self.buf.advance(len);
+                .then(|| Bytes::copy_from_slice(&body[..len.min(KEPT_PREFIX)]));
+            self.pos += len;
             decoded.map_err(|e| (e, prefix.unwrap_or_default()))
         } else {
             if self.frame.len() < len {

@@ -177,3 +177,67 @@ fn decoded_payload_shares_the_frame_buffer() {
     };
     assert_eq!(d.raw_msg.as_ptr(), frame[5..].as_ptr());
 }
+
+/// The strict path alone, as `decode_copied` was before its fast path.
+fn decode_strict(buf: &[u8]) -> Result<MultiplexMessage, DecodeError> {
+    MultiplexMessage::read(Reader {
+        buf,
+        owner: None,
+        pos: 0,
+    })
+}
+
+#[test]
+fn the_direct_send_fast_path_agrees_with_the_strict_path() {
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for len in [0usize, 1, 127, 128, 300, 16_383, 16_384] {
+        for protocol in [0u8, 2, 127, 128, 255] {
+            let m = MultiplexMessage::Message(NetworkMessage::DirectSendMsg(DirectSendMsg {
+                protocol_id: ProtocolId(protocol),
+                priority: 7,
+                raw_msg: vec![5; len].into(),
+            }));
+            let mut v = Vec::new();
+            m.encode(&mut v);
+            cases.push(v.clone());
+            // One byte short, one byte long.
+            cases.push(v[..v.len() - 1].to_vec());
+            let mut long = v.clone();
+            long.push(0);
+            cases.push(long);
+        }
+    }
+    // Non-canonical lengths: 1 written in two bytes, and a zero last group.
+    cases.push(vec![0, 3, 2, 0, 0x81, 0x00, 9]);
+    cases.push(vec![0, 3, 2, 0, 0x80, 0x00]);
+    for case in &cases {
+        let fast = MultiplexMessage::direct_send_fast(case);
+        if let Some(fast) = fast {
+            assert_eq!(Ok(fast), decode_strict(case), "{case:?}");
+        }
+        assert_eq!(
+            MultiplexMessage::decode_copied(case),
+            decode_strict(case),
+            "{case:?}"
+        );
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_fast_path_never_accepts_what_the_strict_path_refuses(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        head in proptest::prelude::any::<bool>(),
+    ) {
+        // Half of the inputs start like a direct send, so the fast path is really tried.
+        let mut case = bytes;
+        if head && case.len() >= 2 {
+            case[0] = 0;
+            case[1] = 3;
+        }
+        if let Some(fast) = MultiplexMessage::direct_send_fast(&case) {
+            proptest::prop_assert_eq!(Ok(fast), decode_strict(&case));
+        }
+        proptest::prop_assert_eq!(MultiplexMessage::decode_copied(&case), decode_strict(&case));
+    }
+}
