@@ -22,8 +22,9 @@ use crate::config::PeerConfig;
 use crate::proto::ProtocolId;
 
 /// Capacity of the reader → mux channel. It carries RPC traffic and malformed frames only,
-/// and crossbeam preallocates every slot, so it is kept small.
-const INBOUND_CAPACITY: usize = 64;
+/// the mux takes from it first, and crossbeam preallocates every slot (80 bytes each), so it
+/// is kept small.
+const INBOUND_CAPACITY: usize = 16;
 
 /// Capacity of the frames channel, in batches. The writer takes every batch queued at once, and
 /// the mux grows its batch while the channel is full, so a few slots are enough.
@@ -112,7 +113,7 @@ impl PeerBuilder {
             reader_waker,
             writer_waker,
         ));
-        let handlers = Handlers(self.handlers.into());
+        let handlers = Handlers::new(self.handlers);
 
         // If a spawn fails, the threads already running end on their own: the writer when
         // every sender of the frames channel is dropped (here, on return), the reader when

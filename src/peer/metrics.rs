@@ -23,9 +23,14 @@ macro_rules! metrics {
             pub direct_sends_accepted: u64,
         }
 
+        /// Unpadded: only the first counters (messages and bytes accepted, bumped by the
+        /// application's threads on every send) are written per message; the threads of the
+        /// connection add theirs once per read, batch or write. The whole block starts on a
+        /// cache line of its own.
         #[derive(Debug, Default)]
+        #[repr(align(128))]
         pub(crate) struct Counters {
-            $(pub(crate) $name: Padded,)*
+            $(pub(crate) $name: AtomicU64,)*
         }
 
         impl Counters {
@@ -113,20 +118,6 @@ metrics! {
     outbox_depth,
     /// Messages delivered to handlers after the close started.
     delivered_during_drain,
-}
-
-/// One counter per cache line: the reader, mux and writer bump different counters on every
-/// message, and packed counters would make those cache lines bounce between cores.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct Padded(AtomicU64);
-
-impl std::ops::Deref for Padded {
-    type Target = AtomicU64;
-
-    fn deref(&self) -> &AtomicU64 {
-        &self.0
-    }
 }
 
 impl Counters {
