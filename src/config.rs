@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::proto::SessionConfig;
 use crate::proto::stream::FRAME_OVERHEAD;
+use crate::sched::ThreadTuning;
 
 /// Limits and timeouts of one connection.
 ///
@@ -43,6 +44,11 @@ pub struct PeerConfig {
     /// (with many busy connections the cores are not idle, and polling would only take time
     /// from them); the others park at once. Zero parks at once. Default 50 µs.
     pub spin: Duration,
+    /// How the connection's threads ask the operating system to schedule them: a short slice
+    /// so that a woken thread preempts a CPU-bound task instead of waiting out its slice
+    /// (milliseconds on a busy machine), CPU affinity. See [`ThreadTuning`]; apply the same to
+    /// the application's threads on the message path. Default: nothing asked.
+    pub threads: ThreadTuning,
 }
 
 impl Default for PeerConfig {
@@ -57,6 +63,7 @@ impl Default for PeerConfig {
             write_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(5),
             spin: Duration::from_micros(50),
+            threads: ThreadTuning::default(),
         }
     }
 }
@@ -132,6 +139,12 @@ impl PeerConfig {
             if value == 0 {
                 return err(field, "must be at least 1".into());
             }
+        }
+        if self.threads.cpus.as_ref().is_some_and(Vec::is_empty) {
+            return err(
+                "threads",
+                "an empty cpu set leaves the threads nowhere to run".into(),
+            );
         }
         for (field, value) in [
             ("inbound_rpc_timeout", self.inbound_rpc_timeout),

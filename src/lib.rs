@@ -68,6 +68,8 @@
 //! * [`noise`]: the sans-IO Noise IK layer (handshake and transport) that authenticates and
 //!   encrypts a connection as Aptos does; not yet wired into [`Peer`] or the network.
 //! * [`config`], [`error`]: configuration and per-operation errors.
+//! * [`sched`]: [`ThreadTuning`], how a connection's threads ask to be scheduled (a short
+//!   slice, CPU affinity), for latency on a busy machine.
 #![deny(missing_docs)]
 
 pub mod config;
@@ -77,6 +79,7 @@ pub mod network;
 pub mod noise;
 pub mod peer;
 pub mod proto;
+pub mod sched;
 
 pub use bytes::Bytes;
 pub use config::{ConfigError, PeerConfig};
@@ -90,3 +93,4 @@ pub use peer::{
     PeerBuilder, PeerHandle, PeerId, PeerMetrics, PendingRpc, Receipt, Responder, Socket,
 };
 pub use proto::ProtocolId;
+pub use sched::ThreadTuning;

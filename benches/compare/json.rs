@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::Results;
-use crate::report::{ASYNC, Better, CEILING, COLUMNS, FLOOR, Ratio, Row, Target};
+use crate::report::{ASYNC, Better, CEILING, COLUMNS, FLOOR, Ratio, Row, TUNED, Target};
 
 fn num(v: Option<f64>) -> String {
     match v {
@@ -71,10 +71,12 @@ fn row(o: &mut String, row: &Row) {
     let _ = write!(o, ", \"repetitions\": {{{}}}", reps.join(", "));
     let _ = write!(
         o,
-        ", \"sync_over_async\": {}, \"sync_over_floor\": {}, \"sync_over_ceiling\": {}}}",
+        ", \"sync_over_async\": {}, \"sync_over_floor\": {}, \"sync_over_ceiling\": {}, \
+         \"tuned_over_async\": {}}}",
         ratio(row.ratio(ASYNC)),
         ratio(row.ratio(FLOOR)),
-        ratio(row.ratio(CEILING))
+        ratio(row.ratio(CEILING)),
+        ratio(row.ratio_of(TUNED, ASYNC))
     );
 }
 

@@ -11,7 +11,7 @@ use crate::common::{Kind, Trips, cpu_seconds, histogram};
 use crate::{async_side, ceiling, floor, sync_side};
 
 /// The sides of the latency sections, in this order.
-pub(crate) const SIDES: [&str; 4] = ["syncpeer", "async", "floor", "ceiling"];
+pub(crate) const SIDES: [&str; 5] = ["syncpeer", "async", "floor", "ceiling", "tuned"];
 /// Index of the design ceiling in [`SIDES`].
 pub(crate) const CEILING: usize = 3;
 
@@ -84,7 +84,8 @@ pub(crate) fn repetition(
                 0 => sync_side::latency(w.kind, w.size, trips),
                 1 => async_side::latency(rt, w.kind, w.size, trips),
                 2 => floor::latency(w.kind, w.size, trips),
-                _ => ceiling::latency(w.size, trips),
+                3 => ceiling::latency(w.size, trips),
+                _ => sync_side::latency_tuned(w.kind, w.size, trips),
             };
             let made = h.len() as f64 + trips.warmup as f64;
             let cpu_us = match (cpu_before, cpu_seconds()) {

@@ -9,13 +9,14 @@ use crate::latency::{self, QUANTILES};
 use crate::{Results, ShutdownRun};
 
 /// Column order of every row.
-pub(crate) const COLUMNS: [&str; 6] = [
+pub(crate) const COLUMNS: [&str; 7] = [
     "syncpeer",
     "async",
     "async+audit-fix",
     "async+fix",
     "floor",
     "ceiling",
+    "tuned",
 ];
 pub(crate) const SYNC: usize = 0;
 pub(crate) const ASYNC: usize = 1;
@@ -23,9 +24,11 @@ pub(crate) const AUDIT_FIX: usize = 2;
 pub(crate) const FIXED: usize = 3;
 pub(crate) const FLOOR: usize = 4;
 pub(crate) const CEILING: usize = 5;
+/// syncpeer with `ThreadTuning` (a 100 µs slice, every thread of the path on one CPU).
+pub(crate) const TUNED: usize = 6;
 
 /// Table columns of the latency sides, in `latency::SIDES` order.
-const LATENCY_COLUMNS: [usize; 4] = [SYNC, ASYNC, FLOOR, CEILING];
+const LATENCY_COLUMNS: [usize; 5] = [SYNC, ASYNC, FLOOR, CEILING, TUNED];
 /// Table columns of the throughput sides (syncpeer, async, floor).
 const TRIO: [usize; 3] = [SYNC, ASYNC, FLOOR];
 
@@ -54,9 +57,9 @@ pub(crate) struct Row {
     pub(crate) unit: &'static str,
     pub(crate) better: Better,
     /// The figure per column (what the table shows).
-    pub(crate) values: [Option<f64>; 6],
+    pub(crate) values: [Option<f64>; 7],
     /// Per column, the figure of each repetition in order (the pairs behind the ratios).
-    pub(crate) reps: [Vec<f64>; 6],
+    pub(crate) reps: [Vec<f64>; 7],
 }
 
 impl Row {
@@ -66,7 +69,7 @@ impl Row {
             metric,
             unit,
             better,
-            values: [None; 6],
+            values: [None; 7],
             reps: Default::default(),
         }
     }
@@ -79,10 +82,15 @@ impl Row {
 
     /// syncpeer over `other`: the median and range of the ratios within each repetition.
     pub(crate) fn ratio(&self, other: usize) -> Option<Ratio> {
+        self.ratio_of(SYNC, other)
+    }
+
+    /// Column `of` over column `other`, likewise.
+    pub(crate) fn ratio_of(&self, of: usize, other: usize) -> Option<Ratio> {
         if self.better == Better::Neither {
             return None;
         }
-        let ratios: Vec<f64> = self.reps[SYNC]
+        let ratios: Vec<f64> = self.reps[of]
             .iter()
             .zip(&self.reps[other])
             .filter(|&(_, &o)| o > 0.0)
@@ -305,40 +313,74 @@ fn find<'a>(rows: &'a [Row], section: &str, metric: &str, unit: &str) -> Option<
 pub(crate) fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
     let mut t = Vec::new();
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
-    for w in &r.latency {
-        for q in ["p50", "p99"] {
-            let row = find(rows, "latency", &format!("{} {q}", w.label), "us");
-            let ratio = row.and_then(|x| x.ratio(ASYNC)).map(|x| x.median);
-            t.push(Target {
-                name: format!("latency {} {q} <= async", w.label),
-                value: format!("syncpeer/async {}", fmt(ratio)),
-                pass: ratio.is_some_and(|x| x <= 1.0),
-            });
+    let ratio_of = |section: &str, metric: &str, unit: &str, of: usize, other: usize| {
+        find(rows, section, metric, unit)
+            .and_then(|x| x.ratio_of(of, other))
+            .map(|x| x.median)
+    };
+    let mut at_most = |name: String, (of, other): (usize, usize), ratio: Option<f64>, max: f64| {
+        t.push(Target {
+            name,
+            value: format!("{}/{} {}", COLUMNS[of], COLUMNS[other], fmt(ratio)),
+            pass: ratio.is_some_and(|x| x <= max),
+        });
+    };
+    // Issue "the peer's core in the shape": quiet latency and CPU against async.
+    for (metric, max) in [("direct echo 64 B p50", 1.5), ("rpc 64 B p50", 2.0)] {
+        let ratio = ratio_of("latency", metric, "us", SYNC, ASYNC);
+        at_most(
+            format!("latency {metric} <= {max}x async"),
+            (SYNC, ASYNC),
+            ratio,
+            max,
+        );
+    }
+    for metric in ["direct echo 64 B", "rpc 64 B"] {
+        let metric = format!("{metric} CPU per round trip");
+        let ratio = ratio_of("latency", &metric, "us", SYNC, ASYNC);
+        at_most(format!("{metric} <= 2.5x async"), (SYNC, ASYNC), ratio, 2.5);
+    }
+    // Issue "latency under CPU contention": p50 within 2x async, p99 within 5x, for the
+    // default configuration and for the tuned one.
+    for side in [SYNC, TUNED] {
+        for workload in ["direct echo 64 B", "rpc 64 B"] {
+            for (q, max) in [("p50", 2.0), ("p99", 5.0)] {
+                let metric = format!("{workload} {q}");
+                let ratio = ratio_of("contention", &metric, "us", side, ASYNC);
+                let name = format!("loaded {metric} <= {max}x async ({})", COLUMNS[side]);
+                at_most(name, (side, ASYNC), ratio, max);
+            }
         }
     }
-    let ratio = find(rows, "throughput", "64 B one-way", "msg/s")
-        .and_then(|x| x.ratio(ASYNC))
-        .map(|x| x.median);
-    t.push(Target {
-        name: "throughput 64 B >= 2x async".into(),
-        value: format!("syncpeer/async {}", fmt(ratio)),
-        pass: ratio.is_some_and(|x| x >= 2.0),
-    });
+    let mut at_least = |name: String, value: String, pass: bool| {
+        t.push(Target { name, value, pass });
+    };
+    let rate = find(rows, "throughput", "64 B one-way", "msg/s").and_then(|x| x.values[SYNC]);
+    let ratio = ratio_of("throughput", "64 B one-way", "msg/s", SYNC, ASYNC);
+    at_least(
+        "throughput 64 B >= 4 M msg/s and >= 10x async".into(),
+        format!(
+            "{} M msg/s, syncpeer/async {}",
+            fmt(rate.map(|r| r / 1e6)),
+            fmt(ratio)
+        ),
+        rate.is_some_and(|r| r >= 4e6) && ratio.is_some_and(|x| x >= 10.0),
+    );
     let rate = find(rows, "throughput", "64 B, inline handler one-way", "msg/s")
         .and_then(|x| x.values[SYNC]);
-    t.push(Target {
-        name: "throughput 64 B >= 5 M msg/s (inline handler)".into(),
-        value: format!("{} M msg/s", fmt(rate.map(|r| r / 1e6))),
-        pass: rate.is_some_and(|r| r >= 5e6),
-    });
-    let ratio = find(rows, "throughput", "1 MiB one-way", "MB/s")
-        .and_then(|x| x.ratio(FLOOR))
-        .map(|x| x.median);
-    t.push(Target {
-        name: "throughput 1 MiB >= 0.5x floor".into(),
-        value: format!("syncpeer/floor {}", fmt(ratio)),
-        pass: ratio.is_some_and(|x| x >= 0.5),
-    });
+    at_least(
+        "throughput 64 B >= 8 M msg/s (inline handler)".into(),
+        format!("{} M msg/s", fmt(rate.map(|r| r / 1e6))),
+        rate.is_some_and(|r| r >= 8e6),
+    );
+    for (metric, min) in [("1 MiB one-way", 0.6), ("64 MiB streamed one-way", 0.9)] {
+        let ratio = ratio_of("throughput", metric, "MB/s", SYNC, FLOOR);
+        at_least(
+            format!("throughput {metric} >= {min}x floor"),
+            format!("syncpeer/floor {}", fmt(ratio)),
+            ratio.is_some_and(|x| x >= min),
+        );
+    }
     let runs = &r.shutdown[SYNC];
     let lost: u64 = runs.iter().map(|x| x.lost()).sum();
     let close = median(
@@ -360,15 +402,26 @@ pub(crate) fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
         pass: lost == 0 && !runs.is_empty() && close.is_some_and(|c| c < 1.0),
     });
     let s = r.scale[0].as_ref();
+    let peers = s.is_some_and(|s| s.peers >= 1000);
     t.push(Target {
-        name: "1000 peers < 256 MiB resident".into(),
+        name: "1000 peers <= 64 MiB resident".into(),
         value: format!("{} MiB", fmt(s.map(|s| s.rss_mib()))),
-        pass: s.is_some_and(|s| s.peers >= 1000 && s.rss_mib() < 256.0),
+        pass: peers && s.is_some_and(|s| s.rss_mib() <= 64.0),
+    });
+    let connect = rows
+        .iter()
+        .find(|x| x.section == "scale" && x.metric.ends_with("connect, spawn, first message"))
+        .and_then(|x| x.ratio(ASYNC))
+        .map(|x| x.median);
+    t.push(Target {
+        name: "1000 peers connect <= 2x async".into(),
+        value: format!("syncpeer/async {}", fmt(connect)),
+        pass: peers && connect.is_some_and(|x| x <= 2.0),
     });
     t.push(Target {
-        name: "1000 peers closed within 2 s".into(),
+        name: "1000 peers closed within 0.25 s".into(),
         value: format!("{} s", fmt(s.map(|s| s.close.as_secs_f64()))),
-        pass: s.is_some_and(|s| s.peers >= 1000 && s.close.as_secs_f64() < 2.0),
+        pass: peers && s.is_some_and(|s| s.close.as_secs_f64() <= 0.25),
     });
     t
 }

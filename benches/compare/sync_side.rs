@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
-use syncpeer::{Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerHandle, PeerId};
+use syncpeer::{
+    Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerHandle, PeerId, ThreadTuning,
+};
 
 use crate::common::{
     DIRECT, Kind, RPC, RPC_TIMEOUT, ShutdownRun, Trips, histogram, payload, record, tcp_pair,
@@ -33,13 +35,46 @@ fn side(socket: std::net::TcpStream, remote: u64, config: PeerConfig) -> Side {
 }
 
 fn pair(config_a: PeerConfig) -> (Side, Side) {
+    pair_with(config_a, PeerConfig::default())
+}
+
+fn pair_with(config_a: PeerConfig, config_b: PeerConfig) -> (Side, Side) {
     let (a, b) = tcp_pair();
-    (side(a, 2, config_a), side(b, 1, PeerConfig::default()))
+    (side(a, 2, config_a), side(b, 1, config_b))
+}
+
+/// The tuned side's `ThreadTuning` for every thread of the path (both peers' and the
+/// application's): the real-time policy `SCHED_FIFO` at priority 1 when the process may use it
+/// (the bench says so when it may not), and the shortest slice the kernel grants, which is what
+/// applies without the privilege.
+fn tuning() -> ThreadTuning {
+    ThreadTuning {
+        realtime: Some(1),
+        ..ThreadTuning::low_latency()
+    }
+}
+
+/// Applies [`tuning`] to the calling thread, falling back to the slice alone without the
+/// privilege for the real-time policy.
+fn tune_current_thread(what: &str) {
+    if tuning().apply_to_current_thread().is_err()
+        && let Err(e) = ThreadTuning::low_latency().apply_to_current_thread()
+    {
+        eprintln!("{what}: tuning refused: {e}");
+    }
 }
 
 /// Echoes direct sends and answers requests with their payload until the peer closes.
 fn echo(b: Side) -> thread::JoinHandle<()> {
+    echo_on(b, false)
+}
+
+/// [`echo`], on a thread tuned with [`tuning`] if `tuned`.
+fn echo_on(b: Side, tuned: bool) -> thread::JoinHandle<()> {
     thread::spawn(move || {
+        if tuned {
+            tune_current_thread("echo thread");
+        }
         while let Ok(m) = b.inbound.recv() {
             match m {
                 Inbound::Message { data, .. } => {
@@ -61,6 +96,33 @@ fn echo(b: Side) -> thread::JoinHandle<()> {
 pub(crate) fn latency(kind: Kind, size: usize, trips: Trips) -> Histogram<u64> {
     let (a, b) = pair(PeerConfig::default());
     let server = echo(b);
+    round_trips(a, server, kind, size, trips)
+}
+
+/// [`latency`] with [`tuning`] on both peers' threads, the echo thread and the calling
+/// thread (a thread of its own, so that the bench's main thread stays untuned).
+pub(crate) fn latency_tuned(kind: Kind, size: usize, trips: Trips) -> Histogram<u64> {
+    thread::spawn(move || {
+        tune_current_thread("client thread");
+        let config = PeerConfig {
+            threads: tuning(),
+            ..PeerConfig::default()
+        };
+        let (a, b) = pair_with(config.clone(), config);
+        let server = echo_on(b, true);
+        round_trips(a, server, kind, size, trips)
+    })
+    .join()
+    .expect("tuned client thread")
+}
+
+fn round_trips(
+    a: Side,
+    server: thread::JoinHandle<()>,
+    kind: Kind,
+    size: usize,
+    trips: Trips,
+) -> Histogram<u64> {
     let data = payload(size);
     let mut h = histogram();
     let started = Instant::now();

@@ -5,16 +5,37 @@
 use std::fmt::Write as _;
 
 use crate::Results;
-use crate::report::{ASYNC, AUDIT_FIX, CEILING, COLUMNS, FIXED, FLOOR, Ratio, Row, SYNC, Target};
+use crate::report::{
+    ASYNC, AUDIT_FIX, CEILING, COLUMNS, FIXED, FLOOR, Ratio, Row, SYNC, TUNED, Target,
+};
 
-/// The columns and ratios a section shows.
-fn layout(section: &str) -> (&'static [usize], &'static [usize]) {
+/// The columns a section shows, and its ratios as (numerator, denominator) columns.
+type Layout = (&'static [usize], &'static [(usize, usize)]);
+
+fn layout(section: &str) -> Layout {
     match section {
-        "latency" | "contention" => (&[SYNC, ASYNC, FLOOR, CEILING], &[ASYNC, FLOOR, CEILING]),
-        "throughput" => (&[SYNC, ASYNC, FLOOR], &[ASYNC, FLOOR]),
-        "shutdown" => (&[SYNC, ASYNC, AUDIT_FIX, FIXED, FLOOR], &[ASYNC, FLOOR]),
-        _ => (&[SYNC, ASYNC], &[ASYNC]),
+        "latency" | "contention" => (
+            &[SYNC, TUNED, ASYNC, FLOOR, CEILING],
+            &[
+                (SYNC, ASYNC),
+                (SYNC, FLOOR),
+                (SYNC, CEILING),
+                (TUNED, ASYNC),
+            ],
+        ),
+        "throughput" => (&[SYNC, ASYNC, FLOOR], &[(SYNC, ASYNC), (SYNC, FLOOR)]),
+        "shutdown" => (
+            &[SYNC, ASYNC, AUDIT_FIX, FIXED, FLOOR],
+            &[(SYNC, ASYNC), (SYNC, FLOOR)],
+        ),
+        _ => (&[SYNC, ASYNC], &[(SYNC, ASYNC)]),
     }
+}
+
+/// A ratio's column title: `sync/async`, `tuned/async`.
+fn ratio_name((of, other): (usize, usize)) -> String {
+    let of = if of == SYNC { "sync" } else { COLUMNS[of] };
+    format!("{of}/{}", COLUMNS[other])
 }
 
 /// A number in at most about 8 characters.
@@ -74,9 +95,8 @@ fn header(out: &mut String, section: &str) {
     for &c in columns {
         let _ = write!(out, " {:>w$}", COLUMNS[c], w = width(c));
     }
-    for &c in ratios {
-        let name = format!("sync/{}", COLUMNS[c]);
-        let _ = write!(out, " {name:>RATIO$}");
+    for &pair in ratios {
+        let _ = write!(out, " {:>RATIO$}", ratio_name(pair));
     }
     let _ = writeln!(out);
 }
@@ -97,8 +117,10 @@ pub(crate) fn text(r: &Results, rows: &[Row], targets: &[Target]) -> String {
     );
     let _ = writeln!(
         out,
-        "ratios: syncpeer's figure over the other side's, taken within each repetition; the \
-         median of the repetitions, then (min-max)"
+        "ratios: syncpeer's figure (or the tuned syncpeer's) over the other side's, taken within \
+         each repetition; the median of the repetitions, then (min-max). tuned: syncpeer with \
+         ThreadTuning (SCHED_FIFO priority 1 where permitted, else a 100 us slice) on every thread \
+         of the path, the application's included"
     );
     let mut section = "";
     for row in rows
@@ -114,8 +136,8 @@ pub(crate) fn text(r: &Results, rows: &[Row], targets: &[Target]) -> String {
         for &c in columns {
             let _ = write!(out, " {:>w$}", num(row.values[c]), w = width(c));
         }
-        for &c in ratios {
-            let _ = write!(out, " {:>RATIO$}", ratio(row.ratio(c)));
+        for &(of, other) in ratios {
+            let _ = write!(out, " {:>RATIO$}", ratio(row.ratio_of(of, other)));
         }
         let _ = writeln!(out);
     }

@@ -178,6 +178,13 @@ fn spawn_named(
         .stack_size(THREAD_STACK)
         .spawn(move || {
             super::mark_own_thread(&shared);
+            let tuning = &shared.config.threads;
+            if !tuning.is_default()
+                && let Err(e) = tuning.apply_to_current_thread()
+            {
+                // Tuning never fails a connection: it runs untuned (or with what applied).
+                log::debug!("peer {}: {name}: thread tuning refused: {e}", shared.remote);
+            }
             let _guard = CloseOnPanic {
                 shared,
                 thread: name,
