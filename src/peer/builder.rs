@@ -112,7 +112,7 @@ impl PeerBuilder {
             reader_waker,
             writer_waker,
         ));
-        let handlers = Handlers(self.handlers.into());
+        let handlers = Handlers::new(self.handlers);
 
         // If a spawn fails, the threads already running end on their own: the writer when
         // every sender of the frames channel is dropped (here, on return), the reader when
