@@ -154,6 +154,10 @@ impl Held {
     /// message: what to wait on for room, with the sink to pass back to
     /// [`send_selected`](Held::send_selected).
     pub(crate) fn waiting(&self, handlers: &Handlers) -> Vec<(u8, Sender<Inbound>)> {
+        if self.queue.is_empty() {
+            // The mux asks before every wait.
+            return Vec::new();
+        }
         let mut seen = [false; 256];
         let mut out = Vec::new();
         for msg in &self.queue {

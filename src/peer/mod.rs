@@ -13,8 +13,10 @@
 //! application's thread puts it in the outbox, the mux turns it into frames and packs them into
 //! batches, the frames channel carries the batches to the writer, and the writer alone writes
 //! the socket. One queue at each step, so what one thread does is written in the order it did
-//! it. Each thread has one way to wait: the reader in its `mio::Poll`, the mux in a crossbeam
-//! `Select`, the writer on the frames channel (and on its own `Poll` when the socket is full).
+//! it. Each thread has one way to wait at a time: the reader in its `mio::Poll` (and, only while
+//! a full [`Handler::blocking`] holds it up, in a `Select` for room that leaves the socket
+//! unread), the mux in a crossbeam `Select`, the writer on the frames channel (and on its own
+//! `Poll` when the socket is full).
 //! The reader hands direct sends to their handlers and RPC responses to their callers itself,
 //! which keeps one thread hop off those paths; what needs the RPC state goes to the mux.
 
