@@ -127,6 +127,9 @@ impl Handler {
     /// drain deadline, what is still held is counted in `dropped_at_close`. So a close while
     /// the consumer is not reading takes up to `linger`.
     ///
+    /// A [`Network`](crate::Network)'s handlers are shared by all its connections: a blocking
+    /// one there, while full, stalls every connection that has a message for it.
+    ///
     /// Register a channel as one kind: the same channel as blocking for one protocol and
     /// dropping for another would let messages of the second overtake held ones of the first.
     /// The same blocking channel for several protocols is fine: their direct sends keep
