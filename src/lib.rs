@@ -90,7 +90,8 @@ pub use network::{
 };
 pub use peer::{
     Delivery, DisconnectReason, Disconnected, DrainReport, Handler, HandlerKey, Inbound, Peer,
-    PeerBuilder, PeerHandle, PeerId, PeerMetrics, PendingRpc, Receipt, Responder, Socket,
+    PeerBuilder, PeerHandle, PeerId, PeerMetrics, PendingRpc, Receipt, ReceiveDrops, Responder,
+    Socket,
 };
 pub use proto::ProtocolId;
 pub use sched::ThreadTuning;

@@ -170,6 +170,8 @@ struct Kept {
     count: u64,
     /// Payloads that must still be delivered (from a valid stream among the input).
     delivered: Vec<Vec<u8>>,
+    /// Messages received and not delivered (`receive_drops().total()`).
+    lost: u64,
 }
 
 fn kept_cases() -> Vec<Kept> {
@@ -188,6 +190,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "an empty frame",
@@ -196,6 +199,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "unknown MultiplexMessage variant",
@@ -204,6 +208,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "unknown NetworkMessage variant",
@@ -212,6 +217,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "non-canonical ULEB128 protocol id (0x82 0x00 for 2)",
@@ -220,6 +226,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "non-canonical ULEB128 length (0x81 0x00 for 1)",
@@ -228,6 +235,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "trailing bytes after a valid message",
@@ -236,6 +244,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "a byte string longer than its frame",
@@ -244,6 +253,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: malformed,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "stream header announcing too many fragments (17 > 64 KiB / 4 KiB)",
@@ -252,6 +262,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: stream,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "stream header announcing no fragments",
@@ -260,6 +271,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: stream,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "a streamed Error message",
@@ -275,6 +287,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: stream,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
         Kept {
             name: "fragments out of order, duplicated, with a wrong id, id 0, and past the end",
@@ -294,6 +307,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: stream,
             count: 6,
             delivered: vec![whole(&[0, 1, 2])],
+            lost: 0,
         },
         Kept {
             name: "a new header mid-stream replaces the old stream",
@@ -309,6 +323,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: stream,
             count: 2,
             delivered: vec![whole(&[5, 6])],
+            lost: 1,
         },
         Kept {
             name: "a response for an unknown request id",
@@ -323,6 +338,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: |m| m.unknown_responses,
             count: 1,
             delivered: vec![],
+            lost: 0,
         },
         Kept {
             name: "a direct send for a protocol with no handler",
@@ -337,6 +353,7 @@ fn kept_cases() -> Vec<Kept> {
             counter: |m| m.dropped_unknown_protocol,
             count: 1,
             delivered: vec![],
+            lost: 1,
         },
     ]
 }
@@ -364,12 +381,18 @@ fn malformed_and_misbehaving_input_is_counted_and_the_connection_kept() {
             raw.send(&encoded(&MultiplexMessage::Message(direct(b"after"))));
             let got = side.inbound.recv_timeout(WAIT).expect(case.name);
             assert_eq!(&got.data()[..], b"after", "{}: connection kept", case.name);
-            // RPC traffic is counted by the mux, a moment after the reader has moved on.
+            // RPC traffic is counted by the mux, a moment after the reader has moved on; the
+            // reader counts deliveries once per read, after handing them over.
+            let delivered = case.delivered.len() as u64 + 1;
             harness::wait_until(case.name, WAIT, || {
-                (case.counter)(&side.handle.metrics()) >= case.count
+                let m = side.handle.metrics();
+                (case.counter)(&m) >= case.count && m.direct_sends_delivered >= delivered
             });
             let m = side.handle.metrics();
             assert_eq!((case.counter)(&m), case.count, "{}: {m:?}", case.name);
+            // Every message received, the valid one after included, is accounted for once.
+            assert_eq!(m.receive_drops().total(), case.lost, "{}: {m:?}", case.name);
+            assert_eq!(m.direct_sends_delivered, delivered, "{}: {m:?}", case.name);
             assert!(!side.handle.is_closed(), "{}", case.name);
             assert!(
                 harness::rss_kib() < rss + 32 * 1024,
@@ -603,11 +626,12 @@ fn rpc_traffic_after_the_close_is_counted_not_lost() {
         assert_eq!(m.frames_in, u64::from(n) + 1);
         assert_eq!(
             (
+                m.dropped_at_close,
                 m.dropped_handler_full,
                 m.unknown_responses,
                 m.requests_delivered
             ),
-            (u64::from(n), 1, 0),
+            (u64::from(n), 0, 1, 0),
             "{m:?}"
         );
     });

@@ -521,11 +521,9 @@ fn check_direction(
     if let Some(m) = &r.metrics {
         let arrived = r.consumer.direct
             + r.consumer.requests
-            + m.dropped_handler_full
-            + m.dropped_inbound_rpc_limit
+            + m.receive_drops().total()
             + m.responses_matched
-            + m.unknown_responses
-            + m.dropped_unknown_protocol;
+            + m.unknown_responses;
         if arrived > sr.messages_written || (exact && arrived != sr.messages_written) {
             f.push(format!(
                 "receiver accounts for {arrived} messages, sender wrote {} (exact: {exact}); \

@@ -123,6 +123,7 @@ impl Plan {
             throughput: vec![
                 ("64 B", 64, 1_000_000 / k, false),
                 ("64 B, inline handler", 64, 2_000_000 / k, true),
+                ("64 B, blocking handler", 64, 1_000_000 / k, false),
                 ("4 KiB", 4096, 200_000 / k, false),
                 ("1 MiB", 1 << 20, 2_000 / k, false),
                 (
@@ -244,11 +245,15 @@ fn main() {
             }
             // The async original has no inline handler: its row shows only syncpeer and the
             // floor (whose receiving thread decodes and counts, i.e. is inline already).
-            let sides =
-                rotation(rep, 3).filter(|&s| plan.runs_side(TRIO[s]) && !(inline && s == 1));
+            // The blocking handler's row is syncpeer's alone: the others run the "64 B" row.
+            let blocking = label.ends_with("blocking handler");
+            let sides = rotation(rep, 3).filter(|&s| {
+                plan.runs_side(TRIO[s]) && !(inline && s == 1) && !(blocking && s != 0)
+            });
             for side in sides {
                 let secs = match side {
                     0 if inline => sync_side::throughput_inline(size, n),
+                    0 if blocking => sync_side::throughput_blocking(size, n),
                     0 => sync_side::throughput(size, n),
                     1 => async_side::throughput(&rt, size, n),
                     _ => floor::throughput(size, n),

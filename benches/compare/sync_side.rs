@@ -210,6 +210,39 @@ pub(crate) fn throughput_inline(size: usize, n: usize) -> f64 {
     (done - start).as_secs_f64()
 }
 
+/// Slots of the channel in [`throughput_blocking`]: bounded, as a blocking handler's is meant
+/// to be, and as many as the outbox holds.
+const BLOCKING_CAPACITY: usize = 1024;
+
+/// Like [`throughput`], the receiving side's handler a `Handler::blocking` channel of
+/// [`BLOCKING_CAPACITY`] slots (row "64 B, blocking handler"), next to the "64 B" row's
+/// dropping handler on an unbounded channel: while the counting thread keeps up the channel
+/// has room and the handler costs what the dropping one does; when it falls behind, the reader
+/// waits for room instead of dropping, and every message still arrives.
+pub(crate) fn throughput_blocking(size: usize, n: usize) -> f64 {
+    let (a, b) = tcp_pair();
+    let a = side(a, 2, PeerConfig::default());
+    let (tx, inbound) = crossbeam_channel::bounded(BLOCKING_CAPACITY);
+    let b = Peer::builder(b)
+        .remote_peer_id(PeerId::from_u64(1))
+        .handler(DIRECT, Handler::blocking(tx))
+        .spawn()
+        .expect("spawn syncpeer");
+    let counter = count(inbound, n);
+    let data = payload(size);
+    let start = Instant::now();
+    for _ in 0..n {
+        a.handle.send(DIRECT, data.clone()).expect("send");
+    }
+    let done = counter.join().expect("counter thread");
+    a.handle
+        .shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
+    let report = b.join().unwrap();
+    assert!(report.receive_drops.is_empty(), "{report:?}");
+    (done - start).as_secs_f64()
+}
+
 /// Queues `n` messages of `size` bytes (the outbox holds them all), then closes gracefully.
 pub(crate) fn shutdown(size: usize, n: usize) -> ShutdownRun {
     let config = PeerConfig {

@@ -17,6 +17,28 @@
 //! * A key's sub-queue is freed as soon as it becomes empty, so a stream of short-lived keys
 //!   does not grow memory.
 //!
+//! # As a connection's handler
+//!
+//! A [`Sender`] keyed by [`HandlerKey`](crate::HandlerKey) can be a peer's or a network's
+//! handler (`PeerBuilder::handler`): the connection pushes each inbound message under
+//! `(remote, protocol)`, so one busy peer cannot crowd out the others. Which message a full
+//! sub-queue costs depends on the style, and the connection counts each such message once in
+//! its `dropped_handler_full` (in [`PeerMetrics`](crate::PeerMetrics), the
+//! [`DrainReport`](crate::DrainReport)'s `receive_drops` and
+//! [`Network::totals`](crate::Network::totals)):
+//!
+//! | Style | A push to a full sub-queue | Counted by the connection |
+//! |---|---|---|
+//! | [`QueueStyle::Fifo`] | drops the new message | one drop |
+//! | [`QueueStyle::Klast`] | evicts the key's oldest message, queues the new one | one drop, no delivery |
+//! | [`QueueStyle::Lifo`] | evicts the key's oldest message, queues the new one | one drop, no delivery |
+//!
+//! An evicting push counts no delivery because the queue holds as many messages as before:
+//! the connection's delivered count is then what stays for the application to take. A push
+//! to a queue whose receiver is gone is counted as a drop too. What the application removes
+//! itself ([`Receiver::clear`], dropping the receiver with messages queued) was delivered,
+//! and is not counted by the connection.
+//!
 //! # Waiting in `select!`
 //!
 //! [`Receiver::ready`] exposes a crossbeam "doorbell" to put in a `select!` next to other

@@ -123,6 +123,8 @@ impl Inner {
                 let _ = conn
                     .handle
                     .shutdown(DisconnectReason::RequestedByPeerManager);
+                // Whatever it received counts in the totals too.
+                self.registry.lock().add_closed(&conn.handle.metrics());
                 Err(ConnectError::ShuttingDown)
             }
         }

@@ -170,7 +170,7 @@ use self::inner::{Inner, thread_name};
 use self::listener::Listener;
 use self::monitor::Control;
 use crate::error::TrySendError;
-use crate::peer::{DisconnectReason, DrainReport, PeerId, Receipt};
+use crate::peer::{DisconnectReason, DrainReport, PeerId, PeerMetrics, Receipt};
 use crate::proto::ProtocolId;
 
 /// The threads a shutdown stops, taken by the first call.
@@ -364,6 +364,19 @@ impl Network {
     /// its last event was taken (at once if it already has).
     pub fn events(&self) -> Receiver<NetworkEvent> {
         self.inner.registry.lock().subscribe()
+    }
+
+    /// The counters of every connection this network has had, summed: the live ones as they
+    /// stand, and each closed one as it ended (added once, when its threads have ended). So a
+    /// service can export, for the whole node and however connections come and go, what was
+    /// sent, written and abandoned, and what was received, delivered and dropped by cause
+    /// ([`PeerMetrics::receive_drops`]). Also after [`shutdown`](Network::shutdown). Gauges
+    /// (`outbox_depth`) are summed over the live connections.
+    ///
+    /// Each connection's counters are read one by one, not all at once (see
+    /// [`PeerMetrics`]); once the network has shut down the totals are final.
+    pub fn totals(&self) -> PeerMetrics {
+        self.inner.registry.lock().totals()
     }
 
     /// Closes `peer`'s connection gracefully with `reason` and blocks until it has drained

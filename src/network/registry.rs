@@ -26,6 +26,13 @@
 //! A) both keep the connection dialed by the larger id, whichever arrived first at each end.
 //! The loser is closed gracefully with `StaleConnection`: whatever either side accepted on it
 //! is written and read before it goes.
+//!
+//! # Totals
+//!
+//! The table also keeps the counters of the connections that have left it, summed as each
+//! leaves (its threads have ended, so its counters are final). [`Registry::totals`] adds the
+//! connections still in it: every connection the network ever admitted is counted exactly
+//! once, under the same lock that moves it out.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -34,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::event::{ConnectionId, ConnectionInfo, ConnectionOrigin, NetworkEvent};
 use super::link::Link;
-use crate::peer::{DisconnectReason, DrainReport, PeerHandle, PeerId};
+use crate::peer::{DisconnectReason, DrainReport, PeerHandle, PeerId, PeerMetrics};
 
 /// One spawned connection.
 #[derive(Clone, Debug)]
@@ -113,6 +120,8 @@ pub(crate) struct Registry {
     shutting_down: bool,
     /// One sender per `Network::events` call; `None` once the network has shut down.
     subscribers: Option<Vec<Sender<NetworkEvent>>>,
+    /// The final counters of every connection that has left the table, summed.
+    closed_totals: PeerMetrics,
 }
 
 impl Registry {
@@ -122,6 +131,7 @@ impl Registry {
             slots: HashMap::new(),
             shutting_down: false,
             subscribers: Some(Vec::new()),
+            closed_totals: PeerMetrics::default(),
         }
     }
 
@@ -220,8 +230,8 @@ impl Registry {
             return;
         };
         let mut events = Vec::new();
-        if slot.current.as_ref().is_some_and(|c| c.info.id == id) {
-            slot.current = None;
+        let gone = if slot.current.as_ref().is_some_and(|c| c.info.id == id) {
+            let gone = slot.current.take();
             events.push(NetworkEvent::Disconnected {
                 peer_id: peer,
                 reason,
@@ -235,16 +245,23 @@ impl Registry {
                     slot.closing.push((p, Exposure::Never));
                 }
             }
+            gone
         } else if slot.pending.as_ref().is_some_and(|c| c.info.id == id) {
-            slot.pending = None;
+            slot.pending.take()
         } else if let Some(i) = slot.closing.iter().position(|(c, _)| c.info.id == id) {
-            let (_, exposure) = slot.closing.swap_remove(i);
+            let (gone, exposure) = slot.closing.swap_remove(i);
             if exposure == Exposure::WasCurrent {
                 events.push(NetworkEvent::Replaced {
                     peer_id: peer,
                     report,
                 });
             }
+            Some(gone)
+        } else {
+            None
+        };
+        if let Some(c) = gone {
+            self.closed_totals += &c.handle.metrics();
         }
         if slot.is_empty() {
             self.slots.remove(&peer);
@@ -313,6 +330,24 @@ impl Registry {
 
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down
+    }
+
+    /// Adds the final counters of a connection that was never placed in the table.
+    pub(crate) fn add_closed(&mut self, metrics: &PeerMetrics) {
+        self.closed_totals += metrics;
+    }
+
+    /// The counters of every connection admitted so far, summed: those in the table as they
+    /// stand, those gone as they ended.
+    pub(crate) fn totals(&self) -> PeerMetrics {
+        let mut totals = self.closed_totals.clone();
+        for s in self.slots.values() {
+            let conns = s.current.iter().chain(&s.pending);
+            for c in conns.chain(s.closing.iter().map(|(c, _)| c)) {
+                totals += &c.handle.metrics();
+            }
+        }
+        totals
     }
 }
 

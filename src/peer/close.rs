@@ -92,6 +92,8 @@ fn run(shared: &Shared, threads: Threads) {
         shared.panicked.store(true, Ordering::SeqCst);
         log::error!("peer {}: reader thread panicked", shared.remote);
     }
+    // Requests the mux never took were received and not delivered.
+    shared.count_requests_left_to_mux();
     // 7. The one notice, and the report. The notice goes first when its channel has room,
     // so that it is queued by the time `join` returns; a receiver that is slow to make room
     // gets it as soon as it does (the connection's threads and socket are gone already, and
@@ -213,6 +215,9 @@ fn build_report(shared: &Shared) -> DrainReport {
         bytes_abandoned: s.bytes_abandoned,
         rpcs_failed_at_close: s.rpcs_failed_at_close,
         delivered_during_drain: s.delivered_during_drain,
+        direct_sends_delivered: s.direct_sends_delivered,
+        requests_delivered: s.requests_delivered,
+        receive_drops: s.receive_drops(),
         drain_duration: st.started.map(|t| t.elapsed()).unwrap_or_default(),
     }
 }

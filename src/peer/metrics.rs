@@ -1,6 +1,7 @@
-//! Per-connection counters ([`PeerMetrics`]) and the rate-limited warnings for dropped
-//! messages. Counters are relaxed atomics bumped by the thread that sees the event; a snapshot
-//! is consistent per counter, not across counters.
+//! Per-connection counters ([`PeerMetrics`]), the receiving side's drops by cause
+//! ([`ReceiveDrops`]) and the rate-limited warnings for dropped messages. Counters are relaxed
+//! atomics bumped by the thread that sees the event; a snapshot is consistent per counter, not
+//! across counters.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -47,6 +48,13 @@ macro_rules! metrics {
                 m
             }
         }
+
+        /// Adds every counter of `other` (gauges too): the totals over several connections.
+        impl std::ops::AddAssign<&PeerMetrics> for PeerMetrics {
+            fn add_assign(&mut self, other: &PeerMetrics) {
+                $(self.$name += other.$name;)*
+            }
+        }
     };
 }
 
@@ -79,18 +87,33 @@ metrics! {
     responses_matched,
     /// Inbound messages for a protocol with no handler (dropped).
     dropped_unknown_protocol,
-    /// Inbound messages dropped because their handler's channel was full or gone.
+    /// Inbound messages dropped because their handler could not take them: its channel or
+    /// FIFO sub-queue was full (a dropping handler), its receiver was gone, a KLAST or LIFO
+    /// queue evicted an older message for it, an inline handler panicked, or (for a request
+    /// held for a blocking handler) the request's deadline passed before there was room.
     dropped_handler_full,
     /// Inbound RPC requests dropped at `max_concurrent_inbound_rpcs`.
     dropped_inbound_rpc_limit,
+    /// Inbound messages lost to refused stream frames: a refused header (its message), or a
+    /// stream in progress discarded for a new header or for growing over `max_message_size`.
+    /// One per message, however many of its frames were refused; a refused fragment of a
+    /// stream already counted adds nothing here (it is counted in `stream_errors`).
+    dropped_stream_rejected,
+    /// Inbound messages read but not delivered because the connection was closing: direct
+    /// sends the reader held for a full blocking handler when it was stopped (abort, the drain
+    /// deadline), requests held for a full blocking handler when the mux finished, and
+    /// requests that reached the mux after it had ended.
+    dropped_at_close,
     /// Inbound RPC responses for no waiting request (late, cancelled or unknown).
     unknown_responses,
-    /// Frames that did not decode (answered with `ParsingError`).
+    /// Frames that did not decode (answered with `ParsingError`): each counts as one inbound
+    /// message dropped.
     malformed_frames,
     /// `ParsingError` replies not sent because too many were already waiting to be written
     /// (a remote that sends malformed frames and does not read).
     error_replies_dropped,
-    /// Stream frames refused by the reassembler.
+    /// Stream frames refused by the reassembler (frames; the messages lost are
+    /// `dropped_stream_rejected`).
     stream_errors,
     /// `Error` messages received from the remote.
     remote_errors,
@@ -118,6 +141,61 @@ metrics! {
     outbox_depth,
     /// Messages delivered to handlers after the close started.
     delivered_during_drain,
+}
+
+impl PeerMetrics {
+    /// Inbound direct sends and requests handed to a handler.
+    pub fn delivered(&self) -> u64 {
+        self.direct_sends_delivered + self.requests_delivered
+    }
+
+    /// Inbound messages dropped, by cause.
+    pub fn receive_drops(&self) -> ReceiveDrops {
+        ReceiveDrops {
+            handler_full: self.dropped_handler_full,
+            unknown_protocol: self.dropped_unknown_protocol,
+            inbound_rpc_limit: self.dropped_inbound_rpc_limit,
+            malformed: self.malformed_frames,
+            stream_rejected: self.dropped_stream_rejected,
+            at_close: self.dropped_at_close,
+        }
+    }
+}
+
+/// Inbound messages (direct sends and RPC requests) received but not delivered to a handler,
+/// by cause: the receiving side's counterpart of `messages_abandoned`. See [`PeerMetrics`] for
+/// each cause in full, and the [`peer`](crate::peer) module for the equation they complete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReceiveDrops {
+    /// The handler could not take it (`dropped_handler_full`).
+    pub handler_full: u64,
+    /// No handler for its protocol (`dropped_unknown_protocol`).
+    pub unknown_protocol: u64,
+    /// An RPC request over `max_concurrent_inbound_rpcs` (`dropped_inbound_rpc_limit`).
+    pub inbound_rpc_limit: u64,
+    /// A frame that did not decode (`malformed_frames`).
+    pub malformed: u64,
+    /// Lost with a refused or discarded stream (`dropped_stream_rejected`).
+    pub stream_rejected: u64,
+    /// Read while the connection was closing and not delivered (`dropped_at_close`).
+    pub at_close: u64,
+}
+
+impl ReceiveDrops {
+    /// All causes together.
+    pub fn total(&self) -> u64 {
+        self.handler_full
+            + self.unknown_protocol
+            + self.inbound_rpc_limit
+            + self.malformed
+            + self.stream_rejected
+            + self.at_close
+    }
+
+    /// True if nothing received was dropped.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
 }
 
 impl Counters {

@@ -13,8 +13,10 @@
 //! application's thread puts it in the outbox, the mux turns it into frames and packs them into
 //! batches, the frames channel carries the batches to the writer, and the writer alone writes
 //! the socket. One queue at each step, so what one thread does is written in the order it did
-//! it. Each thread has one way to wait: the reader in its `mio::Poll`, the mux in a crossbeam
-//! `Select`, the writer on the frames channel (and on its own `Poll` when the socket is full).
+//! it. Each thread has one way to wait at a time: the reader in its `mio::Poll` (and, only while
+//! a full [`Handler::blocking`] holds it up, in a `Select` for room that leaves the socket
+//! unread), the mux in a crossbeam `Select`, the writer on the frames channel (and on its own
+//! `Poll` when the socket is full).
 //! The reader hands direct sends to their handlers and RPC responses to their callers itself,
 //! which keeps one thread hop off those paths; what needs the RPC state goes to the mux.
 
@@ -47,6 +49,31 @@
 //!
 //! `abort` is the same sequence with a deadline of now: nothing more is written, every queued
 //! message is counted as abandoned and every waiting RPC fails with `RpcError::Cancelled`.
+//!
+//! # What the receiving side accounts for
+//!
+//! Every direct send and RPC request read off the socket as a whole message (a streamed one
+//! once its last fragment is in) has exactly one outcome, counted once: delivered to its
+//! handler (`direct_sends_delivered`, `requests_delivered`) or dropped, by cause (the fields
+//! of [`ReceiveDrops`]). A frame that does not decode is counted as one message dropped
+//! (`malformed_frames`), since what it was cannot be known. So once both ends have closed,
+//! for the messages one side wrote (direct sends and requests; its responses are matched to
+//! the other side's callers, `responses_matched`),
+//!
+//! ```text
+//! sender's direct sends and requests written
+//!     == receiver's direct_sends_delivered + requests_delivered + receive_drops().total()
+//! ```
+//!
+//! provided the receiver read to the sender's EOF (a receiver that aborts, or passes its drain
+//! deadline, leaves bytes unread in its socket, which are no message of its). Bytes never
+//! completed into a message (a stream cut by EOF) count nowhere: only the sender can know the
+//! message was never finished.
+//!
+//! "Delivered" means handed to the handler: put in its channel or queue, or run through its
+//! inline function. What the application does afterwards (reading it or not) is its own; a
+//! keyed queue's push that evicts an older message counts as one drop and no delivery, since
+//! the queue holds as many messages as before (see [`Handler`]).
 
 use std::cell::Cell;
 use std::fmt;
@@ -63,6 +90,7 @@ mod call;
 mod close;
 mod handle;
 mod handler;
+mod held;
 mod metrics;
 mod mux;
 mod outbox;
@@ -79,7 +107,7 @@ pub use builder::{Peer, PeerBuilder};
 pub use call::PendingRpc;
 pub use handle::PeerHandle;
 pub use handler::{Handler, HandlerKey};
-pub use metrics::PeerMetrics;
+pub use metrics::{PeerMetrics, ReceiveDrops};
 pub use receipt::{Delivery, Receipt};
 pub use responder::Responder;
 pub use socket::Socket;
@@ -161,8 +189,10 @@ impl fmt::Display for DisconnectReason {
     }
 }
 
-/// What a close achieved. For every message accepted for sending,
-/// `messages_accepted == messages_written + messages_abandoned`.
+/// What a close achieved, in both directions. For every message accepted for sending,
+/// `messages_accepted == messages_written + messages_abandoned`; for every direct send and
+/// request received, it was delivered or dropped by a cause of [`ReceiveDrops`] (see the
+/// [module docs](self) for the equation across a pair of peers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DrainReport {
     /// The first reason given.
@@ -185,14 +215,38 @@ pub struct DrainReport {
     pub rpcs_failed_at_close: u64,
     /// Inbound messages delivered to handlers after the close started.
     pub delivered_during_drain: u64,
+    /// Inbound direct sends handed to a handler over the connection's life.
+    pub direct_sends_delivered: u64,
+    /// Inbound RPC requests handed to a handler over the connection's life.
+    pub requests_delivered: u64,
+    /// Inbound direct sends and requests received but not delivered, by cause.
+    pub receive_drops: ReceiveDrops,
     /// From the start of the close to the end of the last thread.
     pub drain_duration: Duration,
 }
 
 impl DrainReport {
-    /// True if nothing accepted was abandoned.
+    /// True if nothing accepted for sending was abandoned: the sending side's verdict. The
+    /// receiving side's is [`receive_drops`](DrainReport::receive_drops) (see
+    /// [`is_lossless`](DrainReport::is_lossless)).
     pub fn is_clean(&self) -> bool {
         self.messages_abandoned == 0
+    }
+
+    /// True if nothing was lost in either direction: nothing accepted was abandoned, and
+    /// nothing received was dropped.
+    pub fn is_lossless(&self) -> bool {
+        self.is_clean() && self.receive_drops.is_empty()
+    }
+
+    /// Inbound direct sends and requests handed to a handler.
+    pub fn delivered(&self) -> u64 {
+        self.direct_sends_delivered + self.requests_delivered
+    }
+
+    /// Inbound direct sends and requests received: delivered or dropped.
+    pub fn received(&self) -> u64 {
+        self.delivered() + self.receive_drops.total()
     }
 }
 

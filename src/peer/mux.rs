@@ -31,6 +31,7 @@ use super::batch::{Batch, Kind, Settled, Tag, ToWriter};
 use super::call::RpcTx;
 use super::close;
 use super::handler::Handlers;
+use super::held::Held;
 use super::metrics::Counters;
 use super::outbox::{Command, RpcCommand};
 use super::receipt::ReceiptTx;
@@ -74,6 +75,9 @@ pub(crate) struct Mux {
     /// Scratch for small frames, split into the batch's chunks.
     head: BytesMut,
     pending: Batch,
+    /// Requests waiting for room in their blocking handler. Each holds an inbound RPC slot, so
+    /// they are at most `max_concurrent_inbound_rpcs`.
+    held: Held,
     closing: bool,
     aborted: bool,
     reader_open: bool,
@@ -102,6 +106,7 @@ impl Mux {
             frames,
             head: BytesMut::new(),
             pending: Batch::default(),
+            held: Held::new(),
             closing: false,
             aborted: false,
             reader_open: true,
@@ -175,12 +180,15 @@ impl Mux {
     /// Blocks until one input, room in the frames channel for the batch, or `deadline`.
     fn wait(&mut self, deadline: Option<Instant>) -> Input {
         self.pending.seal(&mut self.head);
+        // Room in a blocking handler for a held request.
+        let waiting = self.held.waiting(&self.handlers);
         let mut sel = Select::new();
         let i_out = self.takes_commands().then(|| sel.recv(&self.outbox));
         let i_in = self.reader_open.then(|| sel.recv(&self.inbound));
         let i_close = (!self.closing).then(|| sel.recv(self.shared.outbox.input_closed.receiver()));
         let i_abort = sel.recv(self.shared.abort_signal.receiver());
         let i_send = (!self.pending.is_empty()).then(|| sel.send(&self.frames));
+        let i_room: Vec<usize> = waiting.iter().map(|(_, tx)| sel.send(tx)).collect();
         let oper = match spin::poll_for(self.shared.config.spin, deadline, || sel.try_select().ok())
         {
             Some(oper) => oper,
@@ -206,6 +214,13 @@ impl Mux {
         } else if i == Some(i_abort) {
             let _ = oper.recv(self.shared.abort_signal.receiver());
             Input::Aborted
+        } else if let Some(k) = i_room.iter().position(|&r| Some(r) == i) {
+            let (sink, tx) = &waiting[k];
+            let flushed = self
+                .held
+                .send_selected(&self.handlers, oper, *sink, tx, Instant::now());
+            self.settle_held(flushed);
+            Input::Nothing
         } else {
             debug_assert_eq!(i, i_send);
             let batch = std::mem::take(&mut self.pending);
@@ -260,6 +275,7 @@ impl Mux {
                 self.closing = true;
             }
             self.fill();
+            self.flush_held(now);
             if !progressed {
                 break;
             }
@@ -394,6 +410,9 @@ impl Mux {
     fn reader_input(&mut self, m: FromReader, now: Instant) {
         let shared = &self.shared;
         let counters = &shared.counters;
+        if m.is_request() {
+            shared.requests_taken.fetch_add(1, Ordering::Relaxed);
+        }
         match m {
             FromReader::Message(NetworkMessage::RpcRequest(r)) if !self.admit() => {
                 Counters::add(&counters.dropped_inbound_rpc_limit, 1);
@@ -513,6 +532,11 @@ impl Mux {
                 }
             }
         }
+        // Requests still waiting for room: their remote is waiting for an answer that can no
+        // longer be sent (the outbox is closed). Their responders drop here.
+        let (expired, rest) = self.held.clear(now);
+        Counters::add(&shared.counters.dropped_handler_full, expired);
+        Counters::add(&shared.counters.dropped_at_close, rest);
         let leftovers = self.session.close();
         for (id, _) in leftovers.rpcs {
             let Some(caller) = shared.take_caller(id) else {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,16 +34,29 @@ pub(crate) enum FromReader {
 
 impl FromReader {
     /// Counts a message that arrived after the mux had ended: a response can complete no call,
-    /// a request can no longer be answered. (A malformed frame was counted when it was read;
-    /// its reply is moot.)
+    /// a request can no longer be answered (dropped at the close), an error is counted as
+    /// received. (A malformed frame was counted when it was read; its reply is moot.)
     pub(crate) fn count_unhandled(&self, counters: &Counters) {
         match self {
             FromReader::Message(NetworkMessage::RpcResponse(_)) => {
                 Counters::add(&counters.unknown_responses, 1);
             }
-            FromReader::Message(_) => Counters::add(&counters.dropped_handler_full, 1),
-            FromReader::Malformed(_) | FromReader::Completed(_) => {}
+            FromReader::Message(NetworkMessage::RpcRequest(_)) => {
+                Counters::add(&counters.dropped_at_close, 1);
+            }
+            FromReader::Message(NetworkMessage::Error(_)) => {
+                Counters::add(&counters.remote_errors, 1);
+            }
+            // The reader delivers direct sends itself.
+            FromReader::Message(NetworkMessage::DirectSendMsg(_))
+            | FromReader::Malformed(_)
+            | FromReader::Completed(_) => {}
         }
+    }
+
+    /// True for an RPC request (counted in `Shared::requests_to_mux`).
+    pub(crate) fn is_request(&self) -> bool {
+        matches!(self, FromReader::Message(NetworkMessage::RpcRequest(_)))
     }
 }
 
@@ -131,9 +144,16 @@ pub(crate) struct Shared {
     /// remote that never reads can make this side queue (see `Mux::admit`).
     pub(crate) responses_unsent: AtomicUsize,
     pub(crate) error_replies_unsent: AtomicUsize,
-    /// Set to make the reader stop reading; its waker interrupts its `Poll`.
+    /// RPC requests the reader handed to the mux, and those the mux took. Once both threads
+    /// have ended, the difference is what was still in the channel when the mux ended: the
+    /// closer counts it in `dropped_at_close`.
+    pub(crate) requests_to_mux: AtomicU64,
+    pub(crate) requests_taken: AtomicU64,
+    /// Set to make the reader stop reading; its waker interrupts its `Poll`, and the signal
+    /// its wait for room in a blocking handler.
     pub(crate) reader_stop: AtomicBool,
     pub(crate) reader_waker: mio::Waker,
+    pub(crate) reader_stop_signal: Signal,
     /// Interrupts the writer's wait for a writable socket (the deadline changed).
     pub(crate) writer_waker: mio::Waker,
 }
@@ -164,8 +184,11 @@ impl Shared {
             callers: Mutex::new(HashMap::new()),
             responses_unsent: AtomicUsize::new(0),
             error_replies_unsent: AtomicUsize::new(0),
+            requests_to_mux: AtomicU64::new(0),
+            requests_taken: AtomicU64::new(0),
             reader_stop: AtomicBool::new(false),
             reader_waker,
+            reader_stop_signal: Signal::new(),
             writer_waker,
         }
     }
@@ -225,11 +248,23 @@ impl Shared {
         self.callers.lock().remove(&id)
     }
 
-    /// Tells the reader to stop reading.
+    /// Tells the reader to stop reading, or waiting for room in a blocking handler.
     pub(crate) fn stop_reader(&self) {
         self.reader_stop.store(true, Ordering::SeqCst);
+        self.reader_stop_signal.fire();
         // An error means the poll is gone, i.e. the reader has ended.
         let _ = self.reader_waker.wake();
+    }
+
+    /// Counts the requests the reader handed to the mux that the mux never took (they were in
+    /// the channel when it ended). Call once, after both threads have ended.
+    pub(crate) fn count_requests_left_to_mux(&self) {
+        let handed = self.requests_to_mux.load(Ordering::SeqCst);
+        let taken = self.requests_taken.load(Ordering::SeqCst);
+        Counters::add(
+            &self.counters.dropped_at_close,
+            handed.saturating_sub(taken),
+        );
     }
 
     /// Adds what the writer (or the mux, at the end) settled as written.

@@ -217,6 +217,26 @@ impl fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+impl StreamError {
+    /// True if this refusal cost a whole message: a refused header (the message it announced)
+    /// or a stream in progress that was discarded (replaced by a new header, or grown over
+    /// `max_message_size`). A refused fragment of a stream that goes on, or of one whose loss
+    /// was already counted, costs no further message. Counting these counts each message lost
+    /// to bad stream frames once, however many of its frames were refused.
+    pub fn loses_message(&self) -> bool {
+        match self {
+            StreamError::ErrorMessageStreamed
+            | StreamError::NoFragments
+            | StreamError::TooManyFragments { .. }
+            | StreamError::Replaced { .. }
+            | StreamError::TooLarge(_) => true,
+            StreamError::NoStream
+            | StreamError::WrongStream { .. }
+            | StreamError::OutOfOrder { .. } => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct InboundStream {
     id: StreamId,

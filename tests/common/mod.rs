@@ -11,7 +11,8 @@ use crossbeam_channel::{Receiver, Sender};
 use syncpeer::proto::codec::encode_frame;
 use syncpeer::proto::{DirectSendMsg, FrameDecoder, MultiplexMessage, NetworkMessage};
 use syncpeer::{
-    Bytes, Disconnected, Inbound, Peer, PeerConfig, PeerHandle, PeerId, ProtocolId, Socket,
+    Bytes, Disconnected, DrainReport, Inbound, Peer, PeerConfig, PeerHandle, PeerId, PendingRpc,
+    ProtocolId, RpcError, Socket,
 };
 
 /// Bound for every blocking wait in tests: long enough for a loaded 2-core machine.
@@ -348,4 +349,26 @@ pub fn numbered(index: u64, len: usize) -> Bytes {
 #[track_caller]
 pub fn index_of(data: &[u8]) -> u64 {
     u64::from_be_bytes(data[..8].try_into().expect("numbered payload"))
+}
+
+/// The outcome of an RPC, which must come within `WAIT`.
+#[track_caller]
+pub fn outcome(call: PendingRpc) -> Result<Bytes, RpcError> {
+    match call.wait_timeout(WAIT) {
+        Ok(answer) => Ok(answer),
+        Err(Err(e)) => Err(e),
+        Err(Ok(_)) => panic!("no outcome within {WAIT:?}"),
+    }
+}
+
+/// Checks the equation across a pair: what `sender` wrote (it sent only direct sends and
+/// requests) is what `receiver` delivered plus what it dropped, by cause.
+#[track_caller]
+pub fn assert_accounted(what: &str, sender: &DrainReport, receiver: &DrainReport) {
+    assert_eq!(
+        sender.messages_written,
+        receiver.delivered() + receiver.receive_drops.total(),
+        "{what}: written by the sender {sender:?}, delivered and dropped by the receiver \
+         {receiver:?}"
+    );
 }

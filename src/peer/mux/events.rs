@@ -1,16 +1,48 @@
 //! What the mux does with the session's events: requests to their handlers (each with its
 //! [`Responder`]), outbound RPC outcomes to their callers, and the rest counted and logged.
+//! A request for a full blocking handler is held, in order, until the handler has room (see
+//! `Mux::wait`); requests already held for its channel keep later ones behind them.
+
+use std::time::Instant;
 
 use super::Mux;
 use crate::error::RpcError;
 use crate::peer::Inbound;
 use crate::peer::call::RpcTx;
 use crate::peer::close;
+use crate::peer::handler::Delivered;
+use crate::peer::held::Flushed;
 use crate::peer::metrics::Counters;
 use crate::peer::responder::Responder;
 use crate::proto::{Event, RpcFailure};
 
 impl Mux {
+    /// Hands held requests to their blocking handlers while they have room.
+    pub(super) fn flush_held(&mut self, now: Instant) {
+        if !self.held.is_empty() {
+            let flushed = self.held.flush(&self.handlers, now);
+            self.settle_held(flushed);
+        }
+    }
+
+    /// Counts what handing over held requests did.
+    pub(super) fn settle_held(&self, f: Flushed) {
+        let shared = &self.shared;
+        let counters = &shared.counters;
+        Counters::add(&counters.requests_delivered, f.delivered);
+        if shared.is_closing() {
+            Counters::add(&counters.delivered_during_drain, f.delivered);
+        }
+        if f.dropped > 0 {
+            // Past its deadline while it waited, or the handler's receiver is gone.
+            Counters::add(&counters.dropped_handler_full, f.dropped);
+            shared
+                .warnings
+                .handler_full
+                .warn(&shared.remote, &"request held for a blocking handler");
+        }
+    }
+
     pub(super) fn deliver(&mut self, ev: Event<RpcTx>) {
         let shared = &self.shared;
         let counters = &shared.counters;
@@ -35,20 +67,27 @@ impl Mux {
                     data,
                     responder: Responder::new(shared.clone(), slot, deadline),
                 };
+                if handler.blocking_sender().is_some() {
+                    let sink = self.handlers.sink(protocol);
+                    if self.held.holds(sink) {
+                        return self.held.push(sink, msg);
+                    }
+                }
                 // A request the handler did not take (or evicted) drops its responder, which
                 // frees the slot through the outbox.
                 match handler.deliver(msg) {
-                    Ok(evicted) => {
+                    Delivered::Taken => {
                         Counters::add(&counters.requests_delivered, 1);
                         if shared.is_closing() {
                             Counters::add(&counters.delivered_during_drain, 1);
                         }
-                        if evicted.is_some() {
-                            Counters::add(&counters.dropped_handler_full, 1);
-                            shared.warnings.handler_full.warn(&shared.remote, &protocol);
-                        }
                     }
-                    Err(_) => {
+                    Delivered::Full(msg) => {
+                        let sink = self.handlers.sink(protocol);
+                        self.held.push(sink, msg);
+                    }
+                    // An eviction leaves the queue as full as before: one drop, no delivery.
+                    Delivered::Evicted(_) | Delivered::Dropped(_) => {
                         Counters::add(&counters.dropped_handler_full, 1);
                         shared.warnings.handler_full.warn(&shared.remote, &protocol);
                     }
