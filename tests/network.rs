@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::unbounded;
 use netkit::{
     Node, VOTES, WAIT, event_where, eventually, hello, id, next_event, node, quiet,
-    quiet_node_hello, raw_exchange, serial, thread_names, threads,
+    quiet_node_hello, raw_exchange, serial, thread_names, threads, threads_back_to,
 };
 use syncpeer::network::NetworkId;
 use syncpeer::network::{ConnectionOrigin, HEALTH_CHECK_PROTOCOL, HealthCheckConfig, NetworkEvent};
@@ -519,7 +519,7 @@ fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
     ));
     n.net.shutdown();
     validators.shutdown();
-    eventually("no thread left after shutdown", || threads() == before);
+    threads_back_to(before, "no thread left after shutdown");
 }
 
 /// Regression (src/peer/mux.rs): after the remote's EOF no RPC response can arrive, so the

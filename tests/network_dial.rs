@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::unbounded;
 use netkit::{
     VOTES, WAIT, event_where, eventually, id, next_event, node, node_at, quiet, serial, threads,
+    threads_back_to,
 };
 use syncpeer::network::{NetworkEvent, ProtocolIdSet, WaitError};
 use syncpeer::{
@@ -270,7 +271,7 @@ fn shutdown_through_an_arc_once_and_drop_closes_too() {
     });
     assert_eq!(reason, syncpeer::DisconnectReason::ConnectionClosed);
     b.net.shutdown();
-    eventually("no thread left", || threads() == before);
+    threads_back_to(before, "no thread left");
 }
 
 /// The pattern the module docs show: the thread that answers RPCs runs the shutdown on a

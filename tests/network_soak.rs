@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use harness::{Rng, seed};
-use netkit::{VOTES, WAIT, eventually, fds, id, quiet, serial, threads};
+use netkit::{VOTES, WAIT, eventually, fds, id, quiet, serial, threads, threads_back_to};
 use syncpeer::network::NetworkEvent;
 use syncpeer::{Bytes, Inbound, Network, NetworkConfig, PeerConfig, PeerId};
 
@@ -310,6 +310,6 @@ fn nodes_restarted_at_random_are_reconnected_and_nothing_is_lost() {
         size.restarts, size.nodes, totals[0], totals[1], totals[2], totals[3]
     );
     assert!(totals[1] > 0, "traffic flowed");
-    eventually("no thread left", || threads() == threads_before);
+    threads_back_to(threads_before, "no thread left");
     eventually("no descriptor left", || fds() == fds_before);
 }

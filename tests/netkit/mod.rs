@@ -117,6 +117,26 @@ pub fn threads() -> usize {
         .count()
 }
 
+/// Waits until [`threads`] is back to `count`, failing after `WAIT` with the names of the
+/// library's threads still running, so that a leak says which thread it is.
+#[track_caller]
+pub fn threads_back_to(count: usize, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while threads() != count {
+        if std::time::Instant::now() >= deadline {
+            let ours: Vec<String> = thread_names()
+                .into_iter()
+                .filter(|n| n.starts_with("sp-") || n.starts_with("syncpeer"))
+                .collect();
+            panic!(
+                "{what}: {} library threads, expected {count}: {ours:?}",
+                ours.len()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Open file descriptors of this process.
 pub fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
