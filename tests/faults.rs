@@ -11,7 +11,7 @@ mod harness;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{DIRECT, Side, WAIT, disconnected, recv, spawn_side};
+use common::{DIRECT, Side, WAIT, assert_balanced, disconnected, recv, spawn_side};
 use fault::{Dir, Fault, Relay, Trigger, relay_pair};
 use harness::{Bounded, spawn_bounded, wait_until};
 use syncpeer::{Bytes, Delivery, DisconnectReason, DrainReport, PeerConfig, Receipt, SendError};
@@ -48,20 +48,6 @@ fn is_timeout(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
     )
-}
-
-#[track_caller]
-fn assert_balanced(r: &DrainReport) {
-    assert_eq!(
-        r.messages_accepted,
-        r.messages_written + r.messages_abandoned,
-        "{r:?}"
-    );
-    assert_eq!(
-        r.bytes_accepted,
-        r.bytes_written + r.bytes_abandoned,
-        "{r:?}"
-    );
 }
 
 /// Joins the side (the report must match its one notice) and returns the notice's report.

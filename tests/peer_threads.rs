@@ -86,16 +86,7 @@ fn assert_closed_by_panic(
     let notice = notices.recv_timeout(WAIT).expect("the notice");
     assert_eq!(notice.reason, DisconnectReason::InputOutputError, "{what}");
     let report = notice.report;
-    assert_eq!(
-        report.messages_accepted,
-        report.messages_written + report.messages_abandoned,
-        "{what}: {report:?}"
-    );
-    assert_eq!(
-        report.bytes_accepted,
-        report.bytes_written + report.bytes_abandoned,
-        "{what}: {report:?}"
-    );
+    assert_balanced(&report);
     let h = h.clone();
     let joined = within("join", WAIT, move || h.join());
     assert_eq!(joined, Ok(report), "{what}");

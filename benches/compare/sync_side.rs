@@ -158,21 +158,29 @@ fn count(inbound: Receiver<Inbound>, count: usize) -> thread::JoinHandle<Instant
     })
 }
 
+/// Sends `n` messages of `size` bytes on `a`, waits for `done` (when the remote has them all),
+/// closes `a` and returns the seconds from the first send to `done`.
+fn blast(a: &PeerHandle, size: usize, n: usize, done: impl FnOnce() -> Instant) -> f64 {
+    let data = payload(size);
+    let start = Instant::now();
+    for _ in 0..n {
+        a.send(DIRECT, data.clone()).expect("send");
+    }
+    let done = done();
+    a.shutdown(DisconnectReason::RequestedByPeerManager)
+        .unwrap();
+    (done - start).as_secs_f64()
+}
+
 /// One-way direct sends of `n` messages of `size` bytes: seconds until the remote has all.
 pub(crate) fn throughput(size: usize, n: usize) -> f64 {
     let (a, b) = pair(PeerConfig::default());
     let counter = count(b.inbound, n);
-    let data = payload(size);
-    let start = Instant::now();
-    for _ in 0..n {
-        a.handle.send(DIRECT, data.clone()).expect("send");
-    }
-    let done = counter.join().expect("counter thread");
-    a.handle
-        .shutdown(DisconnectReason::RequestedByPeerManager)
-        .unwrap();
+    let secs = blast(&a.handle, size, n, || {
+        counter.join().expect("counter thread")
+    });
     b.handle.join().unwrap();
-    (done - start).as_secs_f64()
+    secs
 }
 
 /// Like [`throughput`], the receiving side counting in an inline handler on its reader thread
@@ -195,19 +203,13 @@ pub(crate) fn throughput_inline(size: usize, n: usize) -> f64 {
         )
         .spawn()
         .expect("spawn syncpeer");
-    let data = payload(size);
-    let start = Instant::now();
-    for _ in 0..n {
-        a.handle.send(DIRECT, data.clone()).expect("send");
-    }
-    let done = done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("every message counted within a minute");
-    a.handle
-        .shutdown(DisconnectReason::RequestedByPeerManager)
-        .unwrap();
+    let secs = blast(&a.handle, size, n, || {
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every message counted within a minute")
+    });
     b.join().unwrap();
-    (done - start).as_secs_f64()
+    secs
 }
 
 /// Slots of the channel in [`throughput_blocking`]: bounded, as a blocking handler's is meant
@@ -229,18 +231,12 @@ pub(crate) fn throughput_blocking(size: usize, n: usize) -> f64 {
         .spawn()
         .expect("spawn syncpeer");
     let counter = count(inbound, n);
-    let data = payload(size);
-    let start = Instant::now();
-    for _ in 0..n {
-        a.handle.send(DIRECT, data.clone()).expect("send");
-    }
-    let done = counter.join().expect("counter thread");
-    a.handle
-        .shutdown(DisconnectReason::RequestedByPeerManager)
-        .unwrap();
+    let secs = blast(&a.handle, size, n, || {
+        counter.join().expect("counter thread")
+    });
     let report = b.join().unwrap();
     assert!(report.receive_drops.is_empty(), "{report:?}");
-    (done - start).as_secs_f64()
+    secs
 }
 
 /// Queues `n` messages of `size` bytes (the outbox holds them all), then closes gracefully.

@@ -270,19 +270,20 @@ impl Shared {
     /// Adds what the writer (or the mux, at the end) settled as written.
     pub(crate) fn count_written(&self, s: Settled) {
         let c = &self.counters;
-        Counters::add(&c.messages_written, s.messages);
-        Counters::add(&c.bytes_written, s.bytes);
-        self.responses_unsent
-            .fetch_sub(s.responses, Ordering::Relaxed);
-        self.error_replies_unsent
-            .fetch_sub(s.error_replies, Ordering::Relaxed);
+        self.settle(s, &c.messages_written, &c.bytes_written);
     }
 
     /// Adds what was settled as abandoned.
     pub(crate) fn count_abandoned(&self, s: Settled) {
         let c = &self.counters;
-        Counters::add(&c.messages_abandoned, s.messages);
-        Counters::add(&c.bytes_abandoned, s.bytes);
+        self.settle(s, &c.messages_abandoned, &c.bytes_abandoned);
+    }
+
+    /// Counts `s`'s messages and bytes, and releases its responses and error replies from
+    /// the bounds on what is unsent.
+    fn settle(&self, s: Settled, messages: &AtomicU64, bytes: &AtomicU64) {
+        Counters::add(messages, s.messages);
+        Counters::add(bytes, s.bytes);
         self.responses_unsent
             .fetch_sub(s.responses, Ordering::Relaxed);
         self.error_replies_unsent

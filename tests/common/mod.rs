@@ -159,6 +159,21 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Every accepted message (and byte) has exactly one outcome in the report.
+#[track_caller]
+pub fn assert_balanced(r: &syncpeer::DrainReport) {
+    assert_eq!(
+        r.messages_accepted,
+        r.messages_written + r.messages_abandoned,
+        "{r:?}"
+    );
+    assert_eq!(
+        r.bytes_accepted,
+        r.bytes_written + r.bytes_abandoned,
+        "{r:?}"
+    );
+}
+
 /// Receives the one disconnect notice, then checks that no second one follows.
 #[track_caller]
 pub fn one_notice(rx: &Receiver<Disconnected>) -> Disconnected {
