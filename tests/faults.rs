@@ -464,3 +464,58 @@ fn within_join(h: &syncpeer::PeerHandle, report: &DrainReport) {
     let joined = spawn_bounded("join", move || h.join().unwrap()).join(WAIT);
     assert_eq!(&joined, report);
 }
+
+/// During the drain, while the writer is stuck on a remote that does not read, the reader
+/// keeps reading whatever the remote sends, RPC traffic included, after the mux has ended:
+/// the remote's writes never wait on this side. (The reader once blocked on its full channel
+/// to a mux that had ended, and stopped reading before the remote's EOF.)
+#[test]
+fn the_reader_keeps_reading_during_a_drain_stuck_on_the_writer() {
+    use std::io::Write;
+    use syncpeer::proto::codec::encode_frame;
+    use syncpeer::proto::{MultiplexMessage, NetworkMessage, RequestId, RpcRequest};
+    const REQUESTS: u32 = 20_000;
+    harness::isolated(|| {
+        let cfg = PeerConfig {
+            linger: Duration::from_secs(10),
+            ..PeerConfig::default()
+        };
+        let (socket, mut raw) = common::raw_pair(common::Transport::Unix);
+        let (h, _, notices) = common::spawn_peer(socket, 2, cfg, &[(common::RPC, 4)]);
+        // More than the socket holds: the writer gets stuck, the remote reading nothing.
+        for i in 0..64 {
+            h.send(DIRECT, common::numbered(i, 64 * 1024)).unwrap();
+        }
+        wait_until("the writer to be stuck", WAIT, || {
+            let m = h.metrics();
+            m.wire_bytes_out > 0 && m.messages_written < 64
+        });
+        h.close(DisconnectReason::StaleConnection);
+        // Now the remote sends far more requests than any channel between the threads holds.
+        let mut input = bytes::BytesMut::new();
+        for i in 0..REQUESTS {
+            let request = MultiplexMessage::Message(NetworkMessage::RpcRequest(RpcRequest {
+                protocol_id: common::RPC,
+                request_id: RequestId(i),
+                priority: 0,
+                raw_request: Bytes::from_static(b"during the drain"),
+            }));
+            encode_frame(&request, 1 << 20, &mut input).unwrap();
+        }
+        raw.set_timeouts(Duration::from_secs(5));
+        let started = Instant::now();
+        raw.write_all(&input)
+            .expect("the peer reads everything during the drain");
+        raw.shutdown_write();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        wait_until("every request read", WAIT, || {
+            h.metrics().frames_in == u64::from(REQUESTS)
+        });
+        // The remote reads at last: what was queued is written, the close ends.
+        let received = spawn_bounded("remote reads", move || raw.read_to_eof().len());
+        let notice = notices.recv_timeout(WAIT).expect("the notice");
+        assert_balanced(&notice.report);
+        assert!(notice.report.is_clean(), "{:?}", notice.report);
+        assert!(received.join(WAIT) >= 64 * 64 * 1024);
+    });
+}

@@ -20,6 +20,21 @@
 //! The reader hands direct sends to their handlers and RPC responses to their callers itself,
 //! which keeps one thread hop off those paths; what needs the RPC state goes to the mux.
 
+//! # The one shared table
+//!
+//! Protocol state has one owner: the mux owns the session (pending RPCs, inbound RPC slots,
+//! stream state, timers), the reader its decoder and reassembler, the writer the socket. The
+//! one exception is the table of outbound RPC callers by request id (`Shared::callers`): the
+//! mux inserts a caller when it admits the request, before the request can be written, and the
+//! reader hands a response straight to its caller from there, which saves the RPC path a
+//! thread hop (reader → mux → caller) on every call. The one-outcome rule holds because the
+//! entry is *removed* under the table's lock by whoever delivers, and only the remover sends:
+//! the reader on a response, the mux on the timeout, a cancellation or the close. A response
+//! the reader finds no entry for was already settled (timed out, cancelled, failed at close)
+//! and is counted as unknown; a timer that finds no entry knows the reader answered first and
+//! counts the call as succeeded. The reader then tells the mux (`Completed`) so that the
+//! session frees the slot.
+//!
 //! # How a connection closes
 //!
 //! Whoever starts the close (the application through `shutdown`, `close` or `abort`, or by
