@@ -64,7 +64,7 @@ metrics! {
     rpc_responses_accepted,
     /// Frames read and decoded.
     frames_in,
-    /// Bytes read from the socket.
+    /// Bytes read from the socket (over Noise, ciphertext).
     bytes_in,
     /// Inbound direct sends handed to a handler.
     direct_sends_delivered,
@@ -105,7 +105,8 @@ metrics! {
     inbound_rpcs_unanswered,
     /// Write system calls that moved bytes.
     write_calls,
-    /// Bytes written to the socket (frames, including prefixes).
+    /// Bytes written to the socket (frames, including prefixes; over Noise, the ciphertext,
+    /// including the messages' prefixes and tags).
     wire_bytes_out,
     /// Batches the writer took from the frames channel.
     write_batches,
@@ -113,6 +114,11 @@ metrics! {
     outbox_depth,
     /// Messages delivered to handlers after the close started.
     delivered_during_drain,
+    /// Noise transport errors, each fatal to the connection: a message from the remote that
+    /// failed authentication, had a bad length or was cut by the end of the stream, or the
+    /// send nonce exhausted. The [`NoiseStats`](crate::noise::NoiseStats) of the session's
+    /// configuration count the reader's by kind.
+    noise_errors,
 }
 
 /// One counter per cache line: the reader, mux and writer bump different counters on every

@@ -73,6 +73,7 @@ mod shared;
 mod signal;
 mod socket;
 mod spin;
+mod transport;
 mod writer;
 
 pub use builder::{Peer, PeerBuilder};

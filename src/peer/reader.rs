@@ -9,6 +9,10 @@
 //! reader starts the close and exits; otherwise it keeps reading and delivering through the
 //! drain until the closer tells it to stop, so the kernel never resets data the remote has not
 //! read.
+//!
+//! Over Noise the bytes read are opened first (`transport.rs`); a Noise message that fails to
+//! open, or EOF inside one, closes the connection with `InputOutputError`, counted in
+//! `noise_errors`.
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
@@ -23,7 +27,9 @@ use super::metrics::Counters;
 use super::shared::{FromReader, Shared};
 use super::socket::Half;
 use super::spin;
+use super::transport::Opening;
 use super::{DisconnectReason, Inbound};
+use crate::noise::ReadError;
 use crate::proto::{FrameDecoder, MultiplexMessage, NetworkMessage, Reassembler};
 
 pub(crate) const WAKER: Token = Token(1);
@@ -38,6 +44,8 @@ pub(crate) struct Reader {
     poll: Poll,
     handlers: Handlers,
     to_mux: Sender<FromReader>,
+    /// Plaintext, or the receiving half of a Noise session (see `transport.rs`).
+    opening: Opening,
     decoder: FrameDecoder,
     reassembler: Reassembler,
     /// Counts not yet added to the shared counters.
@@ -71,9 +79,11 @@ impl Reader {
         handlers: Handlers,
         to_mux: Sender<FromReader>,
         done: Sender<()>,
+        opening: Opening,
     ) -> Reader {
         let config = &shared.config;
         Reader {
+            opening,
             decoder: FrameDecoder::new(config.max_frame_size),
             reassembler: Reassembler::new(config.max_frame_size, config.max_message_size),
             shared,
@@ -164,6 +174,9 @@ impl Reader {
         }
         match self.half.read(buf) {
             Ok(0) => {
+                if let Err(e) = self.opening.finish() {
+                    return Ok(Read::Stop(self.noise_failed(e)));
+                }
                 if self.decoder.is_idle() {
                     return Ok(Read::Stop(Stop::Eof));
                 }
@@ -175,8 +188,13 @@ impl Reader {
                 Ok(Read::Stop(Stop::Error(DisconnectReason::InputOutputError)))
             }
             Ok(n) => {
-                self.decoder.extend(&buf[..n]);
+                let opened = self.opening.feed(&buf[..n], &mut self.decoder);
+                // What authenticated before a bad Noise message is handled first.
                 let stop = self.decode_all();
+                let stop = match opened {
+                    Err(e) if stop.is_none() => Some(self.noise_failed(e)),
+                    _ => stop,
+                };
                 // Counted once per read, not per frame.
                 let c = &self.shared.counters;
                 Counters::add(&c.bytes_in, n as u64);
@@ -192,6 +210,13 @@ impl Reader {
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Read::Data(buf.len())),
             Err(e) => Err(e),
         }
+    }
+
+    /// A Noise message refused (tampered, bad length, cut by EOF): counted, logged, fatal.
+    fn noise_failed(&self, e: ReadError) -> Stop {
+        Counters::add(&self.shared.counters.noise_errors, 1);
+        log::error!("peer {}: {e}", self.shared.remote);
+        Stop::Error(DisconnectReason::InputOutputError)
     }
 
     /// Handles every complete frame buffered; `Some` if the connection cannot go on.
