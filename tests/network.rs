@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::unbounded;
 use netkit::{
     Node, VOTES, WAIT, event_where, eventually, hello, id, next_event, node, quiet,
-    quiet_node_hello, raw_exchange, serial, thread_names, threads,
+    quiet_node_hello, raw_exchange, serial, thread_names, threads, threads_at_start,
 };
 use syncpeer::network::NetworkId;
 use syncpeer::network::{ConnectionOrigin, HEALTH_CHECK_PROTOCOL, HealthCheckConfig, NetworkEvent};
@@ -408,7 +408,7 @@ fn fake_server(reply: Vec<u8>) -> (std::net::SocketAddr, thread::JoinHandle<()>)
 #[test]
 fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
     let _serial = serial();
-    let before = threads();
+    let before = threads_at_start();
     let n = node(1, quiet());
     let validators = Network::builder(id(2))
         .handler(VOTES, unbounded::<Inbound>().0)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::unbounded;
 use netkit::{
     VOTES, WAIT, event_where, eventually, id, next_event, node, node_at, quiet, serial, threads,
+    threads_at_start,
 };
 use syncpeer::network::{NetworkEvent, ProtocolIdSet, WaitError};
 use syncpeer::{
@@ -233,7 +234,7 @@ fn every_events_call_is_a_subscription_of_its_own() {
 #[test]
 fn shutdown_through_an_arc_once_and_drop_closes_too() {
     let _serial = serial();
-    let before = threads();
+    let before = threads_at_start();
     let a = Arc::new(node(1, quiet()).net);
     let b = node(2, quiet());
     a.connect(b.addr).unwrap();

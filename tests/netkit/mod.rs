@@ -117,6 +117,14 @@ pub fn threads() -> usize {
         .count()
 }
 
+/// The library's threads at the start of a test that counts them: none, once those of earlier
+/// tests have ended (a connection's closer may outlive its test by a moment, and counting it
+/// in would make the test wait for a count it can never get back to). Bounded by `WAIT`.
+pub fn threads_at_start() -> usize {
+    eventually("the threads of earlier tests to end", || threads() == 0);
+    0
+}
+
 /// Open file descriptors of this process.
 pub fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
