@@ -8,12 +8,13 @@ mod common;
 mod fault;
 mod harness;
 
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::{DIRECT, Side, WAIT, disconnected, recv, spawn_side};
+use common::{DIRECT, Raw, RawSock, Security, Side, WAIT, disconnected, recv, spawn_side};
 use fault::{Dir, Fault, Relay, Trigger, relay_pair};
 use harness::{Bounded, spawn_bounded, wait_until};
+use syncpeer::noise::{CLIENT_MESSAGE_LEN, encrypted_len};
 use syncpeer::{Bytes, Delivery, DisconnectReason, DrainReport, PeerConfig, Receipt, SendError};
 
 fn config(linger: Duration) -> PeerConfig {
@@ -23,24 +24,45 @@ fn config(linger: Duration) -> PeerConfig {
     }
 }
 
-/// A (id 1) ⇄ relay ⇄ B (id 2).
+/// A (id 1) ⇄ relay ⇄ B (id 2). Over Noise the handshake crosses the relay first (A dials).
 fn relayed(config: PeerConfig) -> (Side, Side, Relay) {
     common::init_logging();
     let (a, b, relay) = relay_pair();
+    let (a, b) = common::secured(a.into(), b.into());
     (
-        spawn_side(a.into(), 1, 2, config.clone(), 1024),
-        spawn_side(b.into(), 2, 1, config, 1024),
+        spawn_side(a, 1, 2, config.clone(), 1024),
+        spawn_side(b, 2, 1, config, 1024),
         relay,
     )
 }
 
-/// A (id 1) ⇄ relay ⇄ a raw socket that the test drives.
-fn relayed_raw(config: PeerConfig) -> (Side, TcpStream, Relay) {
+/// A (id 1) ⇄ relay ⇄ a raw end that the test drives.
+fn relayed_raw(config: PeerConfig) -> (Side, Raw, Relay) {
     common::init_logging();
     let (a, raw, relay) = relay_pair();
-    raw.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    (spawn_side(a.into(), 1, 2, config, 1024), raw, relay)
+    let (a, raw) = common::secured_raw(a.into(), RawSock::Tcp(raw));
+    raw.set_read_timeout(Duration::from_millis(50));
+    (spawn_side(a, 1, 2, config, 1024), raw, relay)
+}
+
+/// The offset in direction A → B, as the relay counts it, of byte `n` of what A writes after
+/// the connection is set up (over Noise, the client's handshake message comes first).
+fn a_to_b(n: u64) -> u64 {
+    if Security::current().is_noise() {
+        CLIENT_MESSAGE_LEN as u64 + n
+    } else {
+        n
+    }
+}
+
+/// Bytes on the wire for `plain` bytes of frames written in one batch: over Noise, one Noise
+/// message (up to 65,519 bytes) with its prefix and tag.
+fn sealed(plain: u64) -> u64 {
+    if Security::current().is_noise() {
+        encrypted_len(plain as usize) as u64
+    } else {
+        plain
+    }
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -98,7 +120,8 @@ fn frame_len(len: usize) -> u64 {
 fn eof_at_a_frame_boundary_is_connection_closed() {
     harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(2)));
-        relay.inject(Dir::AToB, Trigger::AtByte(frame_len(10)), Fault::Fail);
+        let end_of_frame = a_to_b(sealed(frame_len(10)));
+        relay.inject(Dir::AToB, Trigger::AtByte(end_of_frame), Fault::Fail);
         a.handle.send(DIRECT, Bytes::from(vec![1; 10])).unwrap();
         assert_eq!(recv(&b).data().len(), 10);
         assert!(relay.wait_fired(Dir::AToB, WAIT));
@@ -114,12 +137,17 @@ fn eof_at_a_frame_boundary_is_connection_closed() {
 fn eof_inside_a_frame_is_an_io_error() {
     harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(2)));
-        // Half of the frame reaches B, then both connections close.
-        relay.inject(Dir::AToB, Trigger::AtByte(frame_len(100) / 2), Fault::Fail);
+        // Half of the frame (over Noise, of its Noise message) reaches B, then both
+        // connections close.
+        let half = a_to_b(sealed(frame_len(100)) / 2);
+        relay.inject(Dir::AToB, Trigger::AtByte(half), Fault::Fail);
         a.handle.send(DIRECT, Bytes::from(vec![1; 100])).unwrap();
         let rb = finish(&b);
         assert_eq!(rb.reason, DisconnectReason::InputOutputError);
-        assert_eq!(b.handle.metrics().direct_sends_delivered, 0);
+        let m = b.handle.metrics();
+        assert_eq!(m.direct_sends_delivered, 0);
+        // Over Noise, the cut is inside a Noise message: a truncation.
+        assert_eq!(m.noise_errors, u64::from(Security::current().is_noise()));
         let ra = finish(&a);
         // A wrote its frame whole; it then reads EOF, or an RST for the bytes the relay left
         // unread.
@@ -172,7 +200,7 @@ fn writer_error_while_running_is_an_io_error() {
     harness::isolated(|| {
         common::init_logging();
         let (sa, sb) = common::tcp_pair();
-        let own = match &sa {
+        let own = match &sa.socket {
             syncpeer::Socket::Tcp(s) => s.try_clone().unwrap(),
             syncpeer::Socket::Unix(_) => unreachable!(),
         };

@@ -587,7 +587,8 @@ fn notices_reach_a_slow_receiver() {
     let mut handles = Vec::new();
     for i in 0..PEERS {
         let (a, b) = unix_pair();
-        let peer = syncpeer::Peer::builder(a)
+        let peer = a
+            .builder()
             .config(config.clone())
             .remote_peer_id(syncpeer::PeerId::from_u64(i))
             .on_disconnect(dtx.clone())

@@ -86,7 +86,7 @@ impl PeerBuilder {
     pub fn noise(mut self, session: NoiseSession) -> PeerBuilder {
         self.remote = session.remote_peer_id();
         let (writer, reader) = session.split();
-        self.security = Security::Noise(writer, reader);
+        self.security = Security::Noise(Box::new((writer, reader)));
         self
     }
 
@@ -96,7 +96,7 @@ impl PeerBuilder {
     /// their nonces where that exchange left them. The reader half must be at a message
     /// boundary (nothing of a message read but not opened). The remote's id is not changed.
     pub fn noise_halves(mut self, writer: NoiseWriter, reader: NoiseReader) -> PeerBuilder {
-        self.security = Security::Noise(writer, reader);
+        self.security = Security::Noise(Box::new((writer, reader)));
         self
     }
 

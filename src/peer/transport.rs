@@ -41,8 +41,9 @@ pub(crate) enum Security {
     /// Frames go to the socket as they are.
     #[default]
     Plain,
-    /// Frames travel inside an established Noise session.
-    Noise(NoiseWriter, NoiseReader),
+    /// Frames travel inside an established Noise session (boxed: the expanded AES keys make
+    /// the halves large).
+    Noise(Box<(NoiseWriter, NoiseReader)>),
 }
 
 impl Security {
@@ -50,13 +51,16 @@ impl Security {
     pub(crate) fn split(self) -> (Sealing, Opening) {
         match self {
             Security::Plain => (Sealing::Plain, Opening::Plain),
-            Security::Noise(w, r) => (
-                Sealing::Noise(Outgoing::new(w)),
-                Opening::Noise {
-                    reader: r,
-                    plain: BytesMut::new(),
-                },
-            ),
+            Security::Noise(halves) => {
+                let (w, r) = *halves;
+                (
+                    Sealing::Noise(Box::new(Outgoing::new(w))),
+                    Opening::Noise(Box::new(Incoming {
+                        reader: r,
+                        plain: BytesMut::new(),
+                    })),
+                )
+            }
         }
     }
 }
@@ -65,18 +69,22 @@ impl Security {
 #[derive(Debug)]
 pub(crate) enum Sealing {
     Plain,
-    Noise(Outgoing),
+    Noise(Box<Outgoing>),
 }
 
 /// The reader's side of [`Security`].
 #[derive(Debug)]
 pub(crate) enum Opening {
     Plain,
-    Noise {
-        reader: NoiseReader,
-        /// Scratch for the plaintext of one read, reused.
-        plain: BytesMut,
-    },
+    Noise(Box<Incoming>),
+}
+
+/// The receiving half of a Noise session and its scratch buffer.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    reader: NoiseReader,
+    /// Scratch for the plaintext of one read, reused.
+    plain: BytesMut,
 }
 
 impl Opening {
@@ -96,10 +104,10 @@ impl Opening {
                 decoder.extend(data);
                 Ok(())
             }
-            Opening::Noise { reader, plain } => {
-                let opened = reader.decrypt(data, plain);
-                decoder.extend(plain);
-                plain.clear();
+            Opening::Noise(n) => {
+                let opened = n.reader.decrypt(data, &mut n.plain);
+                decoder.extend(&n.plain);
+                n.plain.clear();
                 opened.map(|_| ())
             }
         }
@@ -113,7 +121,7 @@ impl Opening {
     pub(crate) fn finish(&mut self) -> Result<(), ReadError> {
         match self {
             Opening::Plain => Ok(()),
-            Opening::Noise { reader, .. } => reader.finish(),
+            Opening::Noise(n) => n.reader.finish(),
         }
     }
 }
@@ -182,11 +190,12 @@ mod tests {
     fn halves() -> (Outgoing, Opening) {
         const KEY: [u8; 32] = [1; 32];
         let r = NoiseReader::new(&KEY, crate::PeerId::default(), Default::default());
-        let (sealing, opening) = Security::Noise(NoiseWriter::new(&KEY), r).split();
+        let halves = Box::new((NoiseWriter::new(&KEY), r));
+        let (sealing, opening) = Security::Noise(halves).split();
         let Sealing::Noise(out) = sealing else {
             unreachable!("a Noise security splits into Noise halves")
         };
-        (out, opening)
+        (*out, opening)
     }
 
     #[test]
