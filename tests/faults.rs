@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{DIRECT, Raw, RawSock, Security, Side, WAIT, disconnected, recv, spawn_side};
 use fault::{Dir, Fault, Relay, Trigger, relay_pair};
 use harness::{Bounded, spawn_bounded, wait_until};
-use syncpeer::noise::{CLIENT_MESSAGE_LEN, encrypted_len};
+use syncpeer::noise::{CLIENT_MESSAGE_LEN, ReadError, encrypted_len};
 use syncpeer::{Bytes, Delivery, DisconnectReason, DrainReport, PeerConfig, Receipt, SendError};
 
 fn config(linger: Duration) -> PeerConfig {
@@ -421,20 +421,26 @@ fn the_relay_cuts_at_the_exact_byte() {
 /// remote that has stopped reading), nothing more is written: the remote, reading at last,
 /// finds whole, intact messages (exactly those whose receipts say `Written`), then perhaps the
 /// torn frame, then the end. (Another thread once wrote its frame right behind the torn one.)
+/// In plaintext and over Noise, whatever the suites run: over Noise a message counts as
+/// written only once the Noise message holding its last byte is whole, and the torn Noise
+/// message, if any, is the last thing on the wire (anything after it would fail to open).
 #[test]
 fn nothing_follows_a_frame_torn_by_the_writer_giving_up() {
     use std::collections::HashSet;
     use syncpeer::proto::{FrameDecoder, MultiplexMessage, NetworkMessage};
     const SENDERS: u64 = 2;
     const LEN: usize = 48 * 1024;
+    let cases = common::TRANSPORTS
+        .into_iter()
+        .flat_map(|t| [(t, Security::Plain), (t, Security::Noise)]);
     harness::isolated(|| {
-        for t in common::TRANSPORTS {
+        for (t, security) in cases {
             let cfg = PeerConfig {
                 write_timeout: Duration::from_millis(300),
                 linger: Duration::from_millis(300),
                 ..PeerConfig::default()
             };
-            let (socket, mut raw) = common::raw_pair(t);
+            let (socket, mut raw) = common::raw_pair_with(t, security);
             let (h, _, notices) = common::spawn_peer(socket, 2, cfg, &[]);
             let senders: Vec<_> = (0..SENDERS)
                 .map(|s| {
@@ -455,7 +461,11 @@ fn nothing_follows_a_frame_torn_by_the_writer_giving_up() {
                 .collect();
             let receipts: Vec<_> = senders.into_iter().flat_map(|s| s.join(WAIT)).collect();
             let notice = notices.recv_timeout(WAIT).expect("the notice");
-            assert_eq!(notice.reason, DisconnectReason::InputOutputError, "{t:?}");
+            assert_eq!(
+                notice.reason,
+                DisconnectReason::InputOutputError,
+                "{t:?} {security:?}"
+            );
             assert_balanced(&notice.report);
             let written: HashSet<u64> = receipts
                 .iter()
@@ -493,6 +503,19 @@ fn nothing_follows_a_frame_torn_by_the_writer_giving_up() {
                 decoder.buffered() < LEN + 16,
                 "{t:?}: at most one torn frame at the end"
             );
+            // Over Noise the stream ends at a message boundary or inside the last message,
+            // never with bytes that fail to open (read_to_eof would have failed).
+            assert_eq!(raw.is_noise(), security.is_noise());
+            if security.is_noise() {
+                assert!(
+                    matches!(
+                        raw.noise_end(),
+                        Some(Ok(()) | Err(ReadError::Truncated { .. }))
+                    ),
+                    "{t:?}: {:?}",
+                    raw.noise_end()
+                );
+            }
             let h2 = h.clone();
             within_join(&h2, &notice.report);
         }

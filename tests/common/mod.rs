@@ -11,7 +11,7 @@
 mod raw;
 
 #[allow(unused_imports)] // each test binary uses some of them
-pub use raw::{Raw, RawSock, raw_pair, secured_raw};
+pub use raw::{Raw, RawSock, raw_pair, raw_pair_with, secured_raw};
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -118,7 +118,13 @@ pub fn unix_pair() -> (End, End) {
 /// dials (the Noise initiator), `b` answers.
 #[track_caller]
 pub fn secured(a: Socket, b: Socket) -> (End, End) {
-    if !Security::current().is_noise() {
+    secured_with(a, b, Security::current())
+}
+
+/// [`secured`] with the security given.
+#[track_caller]
+pub fn secured_with(a: Socket, b: Socket, security: Security) -> (End, End) {
+    if !security.is_noise() {
         return (
             End {
                 socket: a,

@@ -215,6 +215,11 @@ impl Raw {
 /// A peer's socket and, connected to it, a raw end driven by the test; secured as
 /// [`Security::current`] says (the peer's end dials).
 pub fn raw_pair(kind: Transport) -> (End, Raw) {
+    raw_pair_with(kind, Security::current())
+}
+
+/// [`raw_pair`] with the security given.
+pub fn raw_pair_with(kind: Transport, security: Security) -> (End, Raw) {
     init_logging();
     let (socket, sock) = match kind {
         Transport::Tcp => {
@@ -227,14 +232,20 @@ pub fn raw_pair(kind: Transport) -> (End, Raw) {
             (Socket::from(a), RawSock::Unix(b))
         }
     };
-    secured_raw(socket, sock)
+    secured_raw_with(socket, sock, security)
 }
 
 /// Secures a peer's socket and a raw end connected to it (through a relay, say) as
 /// [`Security::current`] says.
 #[track_caller]
-pub fn secured_raw(socket: Socket, mut sock: RawSock) -> (End, Raw) {
-    if !Security::current().is_noise() {
+pub fn secured_raw(socket: Socket, sock: RawSock) -> (End, Raw) {
+    secured_raw_with(socket, sock, Security::current())
+}
+
+/// [`secured_raw`] with the security given.
+#[track_caller]
+pub fn secured_raw_with(socket: Socket, mut sock: RawSock, security: Security) -> (End, Raw) {
+    if !security.is_noise() {
         let end = End {
             socket,
             session: None,
