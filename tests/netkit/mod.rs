@@ -147,6 +147,11 @@ pub fn plain_node(n: u64, config: NetworkConfig) -> Node {
     start(n, b, config, "127.0.0.1:0")
 }
 
+/// Node `n` from `builder` (its security chosen), listening on any port.
+pub fn node_from(n: u64, builder: NetworkBuilder, config: NetworkConfig) -> Node {
+    start(n, builder, config, "127.0.0.1:0")
+}
+
 fn start(n: u64, builder: NetworkBuilder, config: NetworkConfig, listen: &str) -> Node {
     let (tx, inbound) = unbounded();
     let net = builder
