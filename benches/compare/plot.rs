@@ -16,11 +16,12 @@ use crate::latency::{SIDES, Workload};
 use crate::report::median;
 
 /// One colour per side of the latency sections (syncpeer, async, floor, ceiling).
-const COLOURS: [RGBColor; 4] = [
+const COLOURS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(110, 110, 110),
     RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
 ];
 const WIDTH: u32 = 1200;
 const TITLE: u32 = 50;

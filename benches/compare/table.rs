@@ -5,13 +5,19 @@
 use std::fmt::Write as _;
 
 use crate::Results;
-use crate::report::{ASYNC, AUDIT_FIX, CEILING, COLUMNS, FIXED, FLOOR, Ratio, Row, SYNC, Target};
+use crate::report::{
+    ASYNC, AUDIT_FIX, CEILING, COLUMNS, FIXED, FLOOR, NOISE, Ratio, Row, SYNC, Target,
+};
 
 /// The columns and ratios a section shows.
 fn layout(section: &str) -> (&'static [usize], &'static [usize]) {
     match section {
-        "latency" | "contention" => (&[SYNC, ASYNC, FLOOR, CEILING], &[ASYNC, FLOOR, CEILING]),
-        "throughput" => (&[SYNC, ASYNC, FLOOR], &[ASYNC, FLOOR]),
+        "latency" | "contention" => (
+            &[SYNC, ASYNC, FLOOR, CEILING, NOISE],
+            &[ASYNC, FLOOR, CEILING],
+        ),
+        "throughput" => (&[SYNC, ASYNC, FLOOR, NOISE], &[ASYNC, FLOOR]),
+        "noise" => (&[NOISE], &[]),
         "shutdown" => (&[SYNC, ASYNC, AUDIT_FIX, FIXED, FLOOR], &[ASYNC, FLOOR]),
         _ => (&[SYNC, ASYNC], &[ASYNC]),
     }
@@ -58,6 +64,9 @@ fn header(out: &mut String, section: &str) {
     };
     let title = match section {
         "latency" => "latency, quiet".to_string(),
+        "noise" => "noise: syncpeer over Noise against plain syncpeer, paired within each \
+                    repetition (median of the repetitions)"
+            .to_string(),
         "contention" => format!(
             "contention: latency beside {} busy processes, one per core, at default priority",
             crate::load::processes()
