@@ -42,6 +42,22 @@ use crate::peer::PeerId;
 
 const WAKER: Token = Token(0);
 
+/// Every address `addr` resolves to.
+///
+/// # Errors
+///
+/// The resolver's, or `InvalidInput` if it resolved to nothing.
+pub(crate) fn resolve(addr: impl std::net::ToSocketAddrs) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        ));
+    }
+    Ok(addrs)
+}
+
 /// Whom a dial is meant to reach: over Noise, the peer and the key it must prove; in
 /// plaintext, the peer expected if known.
 #[derive(Clone, Copy, Debug)]

@@ -239,6 +239,11 @@ impl Accept {
             HandshakeError::Closed => {
                 log::debug!("network {local}: connection from {from} closed during its upgrade")
             }
+            // Counted by kind and logged, thinned, by the Noise layer: a flood of bad
+            // handshakes costs a log line per doubling, not one per connection.
+            HandshakeError::Noise(e) => {
+                log::debug!("network {local}: refused connection from {from}: {e}")
+            }
             e => log::warn!("network {local}: refused connection from {from}: {e}"),
         }
     }

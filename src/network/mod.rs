@@ -199,7 +199,7 @@ pub use self::health::HEALTH_CHECK_PROTOCOL;
 pub use self::link::Link;
 pub use self::peer_id::ParsePeerIdError;
 
-use self::dialer::{Command, Dialer, Target};
+use self::dialer::{Command, Dialer, Target, resolve};
 use self::inner::{Inner, thread_name};
 use self::listener::Listener;
 use self::monitor::Control;
@@ -224,17 +224,6 @@ pub struct Network {
     inner: Arc<Inner>,
     listeners: Mutex<Vec<Listener>>,
     threads: Mutex<Option<Threads>>,
-}
-
-fn resolve(addr: impl ToSocketAddrs) -> std::io::Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-    if addrs.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the address resolved to nothing",
-        ));
-    }
-    Ok(addrs)
 }
 
 impl Network {
