@@ -65,7 +65,7 @@ fn header(out: &mut String, section: &str) {
     let title = match section {
         "latency" => "latency, quiet".to_string(),
         "noise" => "noise: syncpeer over Noise against plain syncpeer, paired within each \
-                    repetition (median of the repetitions)"
+                    repetition; the median of the repetitions (ranges in the targets)"
             .to_string(),
         "contention" => format!(
             "contention: latency beside {} busy processes, one per core, at default priority",
@@ -77,7 +77,11 @@ fn header(out: &mut String, section: &str) {
     let _ = write!(
         out,
         "{:<METRIC$} {:>7}",
-        format!("(ratios: {better} is better for syncpeer)"),
+        if section == "noise" {
+            "(figures of syncpeer over Noise)".to_string()
+        } else {
+            format!("(ratios: {better} is better for syncpeer)")
+        },
         "unit"
     );
     for &c in columns {
