@@ -6,6 +6,11 @@
 //! drain report. ADDR may be a name (`localhost:4000`). `RUST_LOG=debug` shows the lifecycle:
 //! dials, handshake, the three threads starting, drain, close, events.
 //!
+//! The connection runs inside Noise IK: the client dials the server's peer id and static key,
+//! and the server, in maybe-mutual mode, lets in any client whose peer id is derived from its
+//! key. Both keys are fixed here so that two processes agree without setup; a real node
+//! generates its key once (`StaticKeypair::generate`) and keeps it.
+//!
 //! Run, in two terminals:
 //! `RUST_LOG=debug cargo run --example echo -- server 127.0.0.1:4000`
 //! `RUST_LOG=debug cargo run --example echo -- client 127.0.0.1:4000 [COUNT]`
@@ -13,12 +18,16 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
+use syncpeer::noise::{AuthMode, NoiseConfig, StaticKeypair, TrustedPeers};
 use syncpeer::{Bytes, DisconnectReason, Inbound, Network, NetworkEvent, PeerId, ProtocolId};
 
 const ECHO: ProtocolId = ProtocolId(2);
 const ECHO_RPC: ProtocolId = ProtocolId(9);
 const WAIT: Duration = Duration::from_secs(10);
 const SERVER: PeerId = PeerId([0xee; 32]);
+/// Demo keys, known to both processes. Never ship a fixed private key.
+const SERVER_KEY: [u8; 32] = [0x5e; 32];
+const CLIENT_KEY: [u8; 32] = [0xc1; 32];
 
 type Error = Box<dyn std::error::Error>;
 
@@ -40,7 +49,10 @@ fn main() -> Result<(), Error> {
 
 fn server(addr: &str) -> Result<(), Error> {
     let (tx, inbound) = crossbeam_channel::unbounded();
+    let key = StaticKeypair::from_private_bytes(SERVER_KEY);
+    let noise = NoiseConfig::new(key, SERVER, AuthMode::MaybeMutual, TrustedPeers::new());
     let net = Network::builder(SERVER)
+        .noise(noise)
         .handler(ECHO, tx.clone())
         .handler(ECHO_RPC, tx)
         .build()?;
@@ -82,11 +94,17 @@ fn server(addr: &str) -> Result<(), Error> {
 
 fn client(addr: &str, count: u32) -> Result<(), Error> {
     let (tx, inbound) = crossbeam_channel::unbounded();
-    let net = Network::builder(PeerId([0xc1; 32]))
+    let key = StaticKeypair::from_private_bytes(CLIENT_KEY);
+    // A stranger to the server: its peer id must be the one derived from its key.
+    let me = key.public_key().derived_peer_id();
+    let noise = NoiseConfig::new(key, me, AuthMode::MaybeMutual, TrustedPeers::new());
+    let net = Network::builder(me)
+        .noise(noise)
         .handler(ECHO, tx)
         .protocol(ECHO_RPC) // called, never served: announced without a handler
         .build()?;
-    net.keep_connected(SERVER, addr)?;
+    let server_key = StaticKeypair::from_private_bytes(SERVER_KEY).public_key();
+    net.keep_connected(SERVER, addr, server_key)?;
     let peer = net.wait_for_peer(SERVER, Duration::from_secs(60))?;
     println!(
         "connected to {SERVER} at {addr}, protocols {:?}",

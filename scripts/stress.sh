@@ -8,3 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SYNCPEER_STRESS=heavy cargo test --release --test stress --test network_soak -- --nocapture "$@"
+# The same over Noise (every connection a Noise session), at the quick size.
+SYNCPEER_SECURITY=noise cargo test --release --test stress --test network_soak -- --nocapture "$@"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole `cargo test` suite (unit, integration and doc tests; the stress suite at its
-# quick size) under ThreadSanitizer, on nightly with a std rebuilt with the sanitizer
+# quick size) under ThreadSanitizer, then the integration suites again with every connection
+# over Noise (SYNCPEER_SECURITY=noise), on nightly with a std rebuilt with the sanitizer
 # (-Zbuild-std; without it TSan reports false races inside std). Fails on any report.
+# TSAN_SECURITY=plain or TSAN_SECURITY=noise runs one of the two passes only.
 #
 # The goal is an empty suppressions file: scripts/tsan.supp is used only if it exists and is
 # not empty, and every line in it needs a comment saying why the report is a false positive.
 #
-#   bash scripts/tsan.sh            # about 2.5 minutes on 2 cores from cold (build-std)
+#   bash scripts/tsan.sh            # about 2.5 minutes on 2 cores from cold (build-std), plus
+#                                   # the Noise pass
 #   TSAN_TARGET_DIR=/tmp/t bash scripts/tsan.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +37,17 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 start=$SECONDS
 status=0
-cargo +nightly test -Zbuild-std --target "$target" --no-fail-fast 2>&1 | tee -a "$log" || status=1
+passes=${TSAN_SECURITY:-plain noise}
+for security in $passes; do
+  case "$security" in
+    plain) unset SYNCPEER_SECURITY; args=() ;;
+    noise) export SYNCPEER_SECURITY=noise; args=(--tests -p syncpeer) ;;
+    *) echo "tsan.sh: TSAN_SECURITY=$security: expected plain or noise" >&2; exit 2 ;;
+  esac
+  echo "tsan.sh: pass $security"
+  cargo +nightly test -Zbuild-std --target "$target" --no-fail-fast "${args[@]}" 2>&1 \
+    | tee -a "$log" || status=1
+done
 if grep -q "WARNING: ThreadSanitizer" "$log"; then
   echo "tsan.sh: ThreadSanitizer reported a problem (see above)" >&2
   status=1

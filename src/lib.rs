@@ -51,10 +51,11 @@
 //!
 //! # Non-goals
 //!
-//! * No handshake, authentication or encryption on a [`Peer`]: it takes an established socket
-//!   (the original runs Noise and a handshake before its `Peer`). A [`Network`] runs the
-//!   Aptos handshake v1 before it, after a plain, unauthenticated identity exchange: no Noise
-//!   yet, so use it on trusted networks only.
+//! * No handshake on a [`Peer`]: it takes an established socket and, for an encrypted
+//!   connection, an established Noise session ([`PeerBuilder::noise`]), as the original's
+//!   `Peer` takes an upgraded stream. A [`Network`] runs the Noise IK handshake and the Aptos
+//!   handshake v1 before it, as the original does; plaintext connections remain, chosen by
+//!   name ([`NetworkBuilder::insecure_plaintext`]), for tests and trusted networks.
 //! * No async API, and no runtime: blocking calls, crossbeam channels and `select!`.
 //! * `ErrorCode::NotSupported` is defined on the wire but never sent, as in the original.
 //!
@@ -66,7 +67,8 @@
 //!   connection per peer, peers kept connected with backoff, broadcast, health checks.
 //! * [`keyed`]: fair per-key queues (FIFO, LIFO, KLAST) to use as handler sinks.
 //! * [`noise`]: the sans-IO Noise IK layer (handshake and transport) that authenticates and
-//!   encrypts a connection as Aptos does; not yet wired into [`Peer`] or the network.
+//!   encrypts a connection as Aptos does: the network runs its handshake, and a peer's writer
+//!   and reader threads each own one half of the session.
 //! * [`config`], [`error`]: configuration and per-operation errors.
 //! * [`sched`]: [`ThreadTuning`], how a connection's threads ask to be scheduled (a short
 //!   slice, CPU affinity), for latency on a busy machine.

@@ -138,9 +138,9 @@ fn syncpeer_never_loses_queued_messages_on_close() {
     let payload = Bytes::from(vec![7u8; SIZE]);
     let start = Instant::now();
     for attempt in 0..TRIES {
-        let (a, b) = tcp_pair();
-        let a = spawn_side(a.into(), 1, 2, PeerConfig::default(), MESSAGES);
-        let b = spawn_side(b.into(), 2, 1, PeerConfig::default(), MESSAGES);
+        let (a, b) = common::tcp_pair();
+        let a = spawn_side(a, 1, 2, PeerConfig::default(), MESSAGES);
+        let b = spawn_side(b, 2, 1, PeerConfig::default(), MESSAGES);
         for _ in 0..MESSAGES {
             a.handle.send(DIRECT, payload.clone()).expect("peer open");
         }

@@ -8,12 +8,15 @@ mod common;
 mod fault;
 mod harness;
 
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::{DIRECT, Side, WAIT, assert_balanced, disconnected, recv, spawn_side};
+use common::{
+    DIRECT, Raw, RawSock, Security, Side, WAIT, assert_balanced, disconnected, recv, spawn_side,
+};
 use fault::{Dir, Fault, Relay, Trigger, relay_pair};
 use harness::{Bounded, spawn_bounded, wait_until};
+use syncpeer::noise::{CLIENT_MESSAGE_LEN, ReadError, encrypted_len};
 use syncpeer::{Bytes, Delivery, DisconnectReason, DrainReport, PeerConfig, Receipt, SendError};
 
 fn config(linger: Duration) -> PeerConfig {
@@ -23,24 +26,45 @@ fn config(linger: Duration) -> PeerConfig {
     }
 }
 
-/// A (id 1) ⇄ relay ⇄ B (id 2).
+/// A (id 1) ⇄ relay ⇄ B (id 2). Over Noise the handshake crosses the relay first (A dials).
 fn relayed(config: PeerConfig) -> (Side, Side, Relay) {
     common::init_logging();
     let (a, b, relay) = relay_pair();
+    let (a, b) = common::secured(a.into(), b.into());
     (
-        spawn_side(a.into(), 1, 2, config.clone(), 1024),
-        spawn_side(b.into(), 2, 1, config, 1024),
+        spawn_side(a, 1, 2, config.clone(), 1024),
+        spawn_side(b, 2, 1, config, 1024),
         relay,
     )
 }
 
-/// A (id 1) ⇄ relay ⇄ a raw socket that the test drives.
-fn relayed_raw(config: PeerConfig) -> (Side, TcpStream, Relay) {
+/// A (id 1) ⇄ relay ⇄ a raw end that the test drives.
+fn relayed_raw(config: PeerConfig) -> (Side, Raw, Relay) {
     common::init_logging();
     let (a, raw, relay) = relay_pair();
-    raw.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    (spawn_side(a.into(), 1, 2, config, 1024), raw, relay)
+    let (a, raw) = common::secured_raw(a.into(), RawSock::Tcp(raw));
+    raw.set_read_timeout(Duration::from_millis(50));
+    (spawn_side(a, 1, 2, config, 1024), raw, relay)
+}
+
+/// The offset in direction A → B, as the relay counts it, of byte `n` of what A writes after
+/// the connection is set up (over Noise, the client's handshake message comes first).
+fn a_to_b(n: u64) -> u64 {
+    if Security::current().is_noise() {
+        CLIENT_MESSAGE_LEN as u64 + n
+    } else {
+        n
+    }
+}
+
+/// Bytes on the wire for `plain` bytes of frames written in one batch: over Noise, one Noise
+/// message (up to 65,519 bytes) with its prefix and tag.
+fn sealed(plain: u64) -> u64 {
+    if Security::current().is_noise() {
+        encrypted_len(plain as usize) as u64
+    } else {
+        plain
+    }
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -84,7 +108,8 @@ fn frame_len(len: usize) -> u64 {
 fn eof_at_a_frame_boundary_is_connection_closed() {
     harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(2)));
-        relay.inject(Dir::AToB, Trigger::AtByte(frame_len(10)), Fault::Fail);
+        let end_of_frame = a_to_b(sealed(frame_len(10)));
+        relay.inject(Dir::AToB, Trigger::AtByte(end_of_frame), Fault::Fail);
         a.handle.send(DIRECT, Bytes::from(vec![1; 10])).unwrap();
         assert_eq!(recv(&b).data().len(), 10);
         assert!(relay.wait_fired(Dir::AToB, WAIT));
@@ -100,12 +125,17 @@ fn eof_at_a_frame_boundary_is_connection_closed() {
 fn eof_inside_a_frame_is_an_io_error() {
     harness::isolated(|| {
         let (a, b, relay) = relayed(config(Duration::from_secs(2)));
-        // Half of the frame reaches B, then both connections close.
-        relay.inject(Dir::AToB, Trigger::AtByte(frame_len(100) / 2), Fault::Fail);
+        // Half of the frame (over Noise, of its Noise message) reaches B, then both
+        // connections close.
+        let half = a_to_b(sealed(frame_len(100)) / 2);
+        relay.inject(Dir::AToB, Trigger::AtByte(half), Fault::Fail);
         a.handle.send(DIRECT, Bytes::from(vec![1; 100])).unwrap();
         let rb = finish(&b);
         assert_eq!(rb.reason, DisconnectReason::InputOutputError);
-        assert_eq!(b.handle.metrics().direct_sends_delivered, 0);
+        let m = b.handle.metrics();
+        assert_eq!(m.direct_sends_delivered, 0);
+        // Over Noise, the cut is inside a Noise message: a truncation.
+        assert_eq!(m.noise_errors, u64::from(Security::current().is_noise()));
         let ra = finish(&a);
         // A wrote its frame whole; it then reads EOF, or an RST for the bytes the relay left
         // unread.
@@ -158,7 +188,7 @@ fn writer_error_while_running_is_an_io_error() {
     harness::isolated(|| {
         common::init_logging();
         let (sa, sb) = common::tcp_pair();
-        let own = match &sa {
+        let own = match &sa.socket {
             syncpeer::Socket::Tcp(s) => s.try_clone().unwrap(),
             syncpeer::Socket::Unix(_) => unreachable!(),
         };
@@ -379,20 +409,26 @@ fn the_relay_cuts_at_the_exact_byte() {
 /// remote that has stopped reading), nothing more is written: the remote, reading at last,
 /// finds whole, intact messages (exactly those whose receipts say `Written`), then perhaps the
 /// torn frame, then the end. (Another thread once wrote its frame right behind the torn one.)
+/// In plaintext and over Noise, whatever the suites run: over Noise a message counts as
+/// written only once the Noise message holding its last byte is whole, and the torn Noise
+/// message, if any, is the last thing on the wire (anything after it would fail to open).
 #[test]
 fn nothing_follows_a_frame_torn_by_the_writer_giving_up() {
     use std::collections::HashSet;
     use syncpeer::proto::{FrameDecoder, MultiplexMessage, NetworkMessage};
     const SENDERS: u64 = 2;
     const LEN: usize = 48 * 1024;
+    let cases = common::TRANSPORTS
+        .into_iter()
+        .flat_map(|t| [(t, Security::Plain), (t, Security::Noise)]);
     harness::isolated(|| {
-        for t in common::TRANSPORTS {
+        for (t, security) in cases {
             let cfg = PeerConfig {
                 write_timeout: Duration::from_millis(300),
                 linger: Duration::from_millis(300),
                 ..PeerConfig::default()
             };
-            let (socket, mut raw) = common::raw_pair(t);
+            let (socket, mut raw) = common::raw_pair_with(t, security);
             let (h, _, notices) = common::spawn_peer(socket, 2, cfg, &[]);
             let senders: Vec<_> = (0..SENDERS)
                 .map(|s| {
@@ -413,7 +449,11 @@ fn nothing_follows_a_frame_torn_by_the_writer_giving_up() {
                 .collect();
             let receipts: Vec<_> = senders.into_iter().flat_map(|s| s.join(WAIT)).collect();
             let notice = notices.recv_timeout(WAIT).expect("the notice");
-            assert_eq!(notice.reason, DisconnectReason::InputOutputError, "{t:?}");
+            assert_eq!(
+                notice.reason,
+                DisconnectReason::InputOutputError,
+                "{t:?} {security:?}"
+            );
             assert_balanced(&notice.report);
             let written: HashSet<u64> = receipts
                 .iter()
@@ -451,6 +491,19 @@ fn nothing_follows_a_frame_torn_by_the_writer_giving_up() {
                 decoder.buffered() < LEN + 16,
                 "{t:?}: at most one torn frame at the end"
             );
+            // Over Noise the stream ends at a message boundary or inside the last message,
+            // never with bytes that fail to open (read_to_eof would have failed).
+            assert_eq!(raw.is_noise(), security.is_noise());
+            if security.is_noise() {
+                assert!(
+                    matches!(
+                        raw.noise_end(),
+                        Some(Ok(()) | Err(ReadError::Truncated { .. }))
+                    ),
+                    "{t:?}: {:?}",
+                    raw.noise_end()
+                );
+            }
             let h2 = h.clone();
             within_join(&h2, &notice.report);
         }

@@ -1,4 +1,6 @@
-//! Hostile input against a live peer, from a raw std socket: each case sends crafted bytes
+//! Hostile input against a live peer, from a raw socket (`common::Raw`, which seals what it
+//! writes when the suites run over Noise, so the same frames arrive inside Noise messages):
+//! each case sends crafted bytes
 //! (frames built with `syncpeer::proto::codec::encode_frame`, or by hand where the encoder
 //! refuses to produce them) and checks the counted outcome, whether the connection is kept or
 //! closed as the original would, that memory stays bounded, that no peer thread panics, and
@@ -9,13 +11,12 @@ mod common;
 mod harness;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{DIRECT, RPC, Side, WAIT, spawn_side};
+use common::{DIRECT, RPC, Raw, Side, WAIT, spawn_side};
 use syncpeer::proto::codec::encode_frame;
 use syncpeer::proto::{
     DirectSendMsg, ErrorCode, FrameDecoder, MultiplexMessage, NetworkMessage, RequestId,
@@ -39,15 +40,15 @@ fn config() -> PeerConfig {
     }
 }
 
-/// The test's end of the connection: a blocking std socket with a short read timeout.
-struct Raw {
-    sock: TcpStream,
+/// The test's end of the connection: a blocking raw end with a short read timeout.
+struct Hostile {
+    raw: Raw,
     decoder: FrameDecoder,
 }
 
-impl Raw {
+impl Hostile {
     fn send(&mut self, bytes: &[u8]) {
-        self.sock.write_all(bytes).expect("write to the peer");
+        self.raw.write_all(bytes).expect("write to the peer");
     }
 
     /// The next frame the peer sends, or `None` if nothing comes within `within`.
@@ -61,7 +62,7 @@ impl Raw {
             if Instant::now() >= deadline {
                 return None;
             }
-            match self.sock.read(&mut buf) {
+            match self.raw.read(&mut buf) {
                 Ok(0) => return None,
                 Ok(n) => self.decoder.extend(&buf[..n]),
                 Err(e) if is_timeout(&e) => {}
@@ -77,7 +78,7 @@ impl Raw {
         let mut buf = [0u8; 4096];
         loop {
             assert!(Instant::now() < deadline, "the peer did not close");
-            match self.sock.read(&mut buf) {
+            match self.raw.read(&mut buf) {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if is_timeout(&e) => {}
@@ -91,17 +92,13 @@ fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// A live peer (id 1, its remote is id 2) and a raw socket connected to it.
-fn hostile(capacity: usize) -> (Side, Raw) {
-    common::init_logging();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let sock = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (theirs, _) = listener.accept().unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let side = spawn_side(theirs.into(), 1, 2, config(), capacity);
-    let raw = Raw {
-        sock,
+/// A live peer (id 1, its remote is id 2) and a raw end connected to it.
+fn hostile(capacity: usize) -> (Side, Hostile) {
+    let (theirs, raw) = common::raw_pair(common::Transport::Tcp);
+    raw.set_read_timeout(Duration::from_millis(20));
+    let side = spawn_side(theirs, 1, 2, config(), capacity);
+    let raw = Hostile {
+        raw,
         decoder: FrameDecoder::new(1 << 20),
     };
     (side, raw)
@@ -400,7 +397,7 @@ fn malformed_and_misbehaving_input_is_counted_and_the_connection_kept() {
                 case.name
             );
             // The remote closes; nothing else was said to it beyond the expected reply.
-            raw.sock.shutdown(Shutdown::Write).unwrap();
+            raw.raw.shutdown_write();
             let notice = side.disconnected.recv_timeout(WAIT).expect(case.name);
             assert_eq!(
                 notice.reason,
@@ -444,7 +441,7 @@ fn framing_errors_close_with_an_io_error() {
             let rss = harness::rss_kib();
             raw.send(&input);
             // The peer stops at the bad prefix; for a truncated frame it waits for more.
-            let _ = raw.sock.shutdown(Shutdown::Write);
+            raw.raw.shutdown_write();
             let notice = side.disconnected.recv_timeout(WAIT).expect(name);
             assert_eq!(notice.reason, DisconnectReason::InputOutputError, "{name}");
             assert_eq!(side.handle.join().unwrap(), notice.report, "{name}");
@@ -461,7 +458,7 @@ fn eof_at_a_frame_boundary_is_a_clean_close() {
     harness::isolated(|| {
         let (side, mut raw) = hostile(64);
         raw.send(&encoded(&MultiplexMessage::Message(direct(b"last"))));
-        raw.sock.shutdown(Shutdown::Write).unwrap();
+        raw.raw.shutdown_write();
         assert_eq!(
             &side.inbound.recv_timeout(WAIT).unwrap().data()[..],
             b"last"
@@ -558,15 +555,16 @@ fn shutdown_against_a_remote_that_sends_forever_ends_within_linger() {
     harness::isolated(|| {
         let (side, raw) = hostile(1 << 16);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut sock = raw.sock.try_clone().unwrap();
+        let mut raw = raw;
         let flag = stop.clone();
+        // The writing thread owns the raw end, and drops it when done.
         let writer = harness::spawn_bounded("forever", move || {
             let frame = encoded(&MultiplexMessage::Message(direct(&[3; 200])));
             let batch = frame.repeat(64);
             let cap = Instant::now() + WAIT;
             // Until told, or the peer's socket refuses (it closed), or the cap.
             while !flag.load(Ordering::Relaxed) && Instant::now() < cap {
-                if sock.write_all(&batch).is_err() {
+                if raw.raw.write_all(&batch).is_err() {
                     break;
                 }
             }
@@ -590,7 +588,6 @@ fn shutdown_against_a_remote_that_sends_forever_ends_within_linger() {
         assert!(report.is_clean());
         stop.store(true, Ordering::Relaxed);
         writer.join(WAIT);
-        drop(raw);
     });
 }
 
@@ -616,7 +613,7 @@ fn rpc_traffic_after_the_close_is_counted_not_lost() {
             }),
         )));
         raw.send(&input);
-        raw.sock.shutdown(Shutdown::Write).unwrap();
+        raw.raw.shutdown_write();
         let report = closing.join(WAIT);
         assert!(
             report.drain_duration < LINGER,
@@ -643,7 +640,7 @@ fn a_stream_cut_by_eof_is_discarded_with_a_clean_close() {
         let (side, mut raw) = hostile(64);
         let input = [header(3, 2, direct(&[1; 10])), fragment(3, 1, &[2; 10])].concat();
         raw.send(&input);
-        raw.sock.shutdown(Shutdown::Write).unwrap();
+        raw.raw.shutdown_write();
         let notice = side.disconnected.recv_timeout(WAIT).unwrap();
         // EOF at a frame boundary: a clean close. The unfinished stream is dropped; nothing
         // counts it (the sender, not the receiver, knows it was never finished).

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 use netkit::{
-    Node, VOTES, WAIT, event_where, eventually, hello, id, next_event, node, quiet,
-    quiet_node_hello, raw_exchange, serial, thread_names, threads, threads_back_to,
+    Node, VOTES, WAIT, event_where, eventually, hello, id, next_event, node, plain_node, quiet,
+    quiet_node_hello, raw_exchange, serial, thread_names, threads, threads_at_start,
+    threads_back_to,
 };
 use syncpeer::network::NetworkId;
 use syncpeer::network::{ConnectionOrigin, HEALTH_CHECK_PROTOCOL, HealthCheckConfig, NetworkEvent};
@@ -40,7 +41,7 @@ fn five_nodes_form_a_full_mesh_and_broadcast_reaches_everyone() {
     let nodes: Vec<Node> = (1..=5).map(|i| node(i, quiet())).collect();
     for i in 0..5 {
         for j in i + 1..5 {
-            let got = nodes[i].net.connect(nodes[j].addr).expect("connect");
+            let got = nodes[i].dial(&nodes[j]).expect("connect");
             assert_eq!(got, id(j as u64 + 1));
         }
     }
@@ -103,11 +104,11 @@ fn simultaneous_dials_leave_one_connection_both_sides_agree_on() {
         let (ra, rb) = thread::scope(|s| {
             let ta = s.spawn(|| {
                 barrier.wait();
-                a.net.connect(b.addr)
+                a.dial(&b)
             });
             let tb = s.spawn(|| {
                 barrier.wait();
-                b.net.connect(a.addr)
+                b.dial(&a)
             });
             (ta.join().unwrap(), tb.join().unwrap())
         });
@@ -251,9 +252,10 @@ fn a_peer_that_stops_answering_pings_is_disconnected() {
         }),
         ..quiet()
     };
-    let a = node(1, checking);
-    let c = node(3, quiet());
-    a.net.connect(c.addr).unwrap();
+    // The silent peer speaks the plaintext upgrade by hand: plaintext nodes.
+    let a = plain_node(1, checking);
+    let c = plain_node(3, quiet());
+    a.dial(&c).unwrap();
     let silent_since = Instant::now();
     let silent = silent_peer(&a, 2);
     eventually("a sees both", || a.net.peers().len() == 2);
@@ -278,8 +280,8 @@ fn a_peer_that_stops_answering_pings_is_disconnected() {
     assert_eq!(got[..40], quiet_node_hello(1)[..]);
     assert!(got.len() > 40, "pings arrived");
     // A real node 2, which answers, connects and stays.
-    let b = node(2, quiet());
-    a.net.connect(b.addr).unwrap();
+    let b = plain_node(2, quiet());
+    a.dial(&b).unwrap();
     thread::sleep(Duration::from_millis(500));
     assert_eq!(a.net.peers().len(), 2);
     for n in [a, b, c] {
@@ -292,7 +294,7 @@ fn shutdown_delivers_every_accepted_message() {
     let _serial = serial();
     let a = node(1, quiet());
     let b = node(2, quiet());
-    a.net.connect(b.addr).unwrap();
+    a.dial(&b).unwrap();
     eventually("b sees a", || b.net.peer(id(1)).is_some());
     let sent = AtomicU64::new(0);
     let accepted: Vec<(u64, u64)> = thread::scope(|s| {
@@ -367,7 +369,7 @@ fn network_shutdown_loses_nothing_and_receipts_say_written() {
     let _serial = serial();
     let a = node(1, quiet());
     let b = node(2, quiet());
-    a.net.connect(b.addr).unwrap();
+    a.dial(&b).unwrap();
     let mut receipts = Vec::new();
     let mut accepted = 0;
     for i in 0..5_000u32 {
@@ -408,9 +410,12 @@ fn fake_server(reply: Vec<u8>) -> (std::net::SocketAddr, thread::JoinHandle<()>)
 #[test]
 fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
     let _serial = serial();
-    let before = threads();
-    let n = node(1, quiet());
+    let before = threads_at_start();
+    // The remotes below speak the plaintext upgrade by hand (tests/network_noise.rs has the
+    // Noise counterparts).
+    let n = plain_node(1, quiet());
     let validators = Network::builder(id(2))
+        .insecure_plaintext()
         .handler(VOTES, unbounded::<Inbound>().0)
         .config(NetworkConfig {
             network_id: NetworkId::Validator,
@@ -459,18 +464,18 @@ fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
     for (reply, expected) in cases {
         let (addr, server) = fake_server(reply);
         let started = Instant::now();
-        match n.net.connect(addr) {
+        match n.net.connect_insecure(addr) {
             Err(ConnectError::Handshake(e)) => assert!(expected(&e), "{e}"),
             other => panic!("unexpected {other:?}"),
         }
         assert!(started.elapsed() < Duration::from_secs(5));
         server.join().unwrap();
     }
-    match n.net.connect(n.addr) {
+    match n.net.connect_insecure(n.addr) {
         Err(ConnectError::Handshake(HandshakeError::SelfConnection)) => {}
         other => panic!("unexpected {other:?}"),
     }
-    match n.net.connect(other_addr) {
+    match n.net.connect_insecure(other_addr) {
         Err(e @ ConnectError::Handshake(HandshakeError::InvalidNetworkId { .. })) => {
             assert_eq!(
                 e.to_string(),
@@ -485,11 +490,11 @@ fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
         .local_addr()
         .unwrap();
     assert!(matches!(
-        n.net.connect(closed_port),
+        n.net.connect_insecure(closed_port),
         Err(ConnectError::Dial(_))
     ));
     assert!(matches!(
-        n.net.connect("no-such-host.invalid:1"),
+        n.net.connect_insecure("no-such-host.invalid:1"),
         Err(ConnectError::Resolve(_))
     ));
 
@@ -513,6 +518,7 @@ fn failed_handshakes_are_refused_and_leave_no_thread_behind() {
 
     assert!(matches!(
         Network::builder(id(3))
+            .insecure_plaintext()
             .handler(HEALTH_CHECK_PROTOCOL, unbounded::<Inbound>().0)
             .build(),
         Err(syncpeer::network::BuildError::ReservedProtocol(_))

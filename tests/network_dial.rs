@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 use netkit::{
-    VOTES, WAIT, event_where, eventually, id, next_event, node, node_at, quiet, serial, threads,
-    threads_back_to,
+    VOTES, WAIT, dial, event_where, eventually, id, keep, next_event, node, node_at, noise_on,
+    quiet, serial, threads_at_start, threads_back_to,
 };
 use syncpeer::network::{NetworkEvent, ProtocolIdSet, WaitError};
-use syncpeer::{
-    Bytes, ConnectError, Inbound, LinkError, Network, PeerConfig, PeerId, ProtocolId, RpcError,
-};
+use syncpeer::noise::HandshakeErrorKind;
+use syncpeer::{Bytes, ConnectError, Inbound, LinkError, PeerConfig, PeerId, ProtocolId, RpcError};
 
 /// Regression (issue 14): five more `connect`s to a connected peer each replaced the live
 /// connection (`Connected, Disconnected, Connected, Replaced×4`) and closed every handle the
@@ -29,10 +28,10 @@ fn connect_to_a_connected_peer_leaves_the_connection_alone() {
     let b = node(2, quiet());
     // Any `ToSocketAddrs`: here a name that resolves to loopback.
     let by_name = format!("localhost:{}", b.addr.port());
-    assert_eq!(a.net.connect(by_name.as_str()).expect("connect"), id(2));
+    assert_eq!(dial(&a.net, by_name.as_str(), 2).expect("connect"), id(2));
     let held = a.net.wait_for_peer(id(2), WAIT).expect("connected");
     for _ in 0..5 {
-        match a.net.connect(b.addr) {
+        match a.dial(&b) {
             Err(e @ ConnectError::AlreadyConnected(p)) => {
                 assert_eq!(p, id(2));
                 assert_eq!(e.to_string(), "already connected to peer 00000002");
@@ -41,10 +40,7 @@ fn connect_to_a_connected_peer_leaves_the_connection_alone() {
         }
     }
     // The other side's dials are refused the same way.
-    assert!(matches!(
-        b.net.connect(a.addr),
-        Err(ConnectError::AlreadyConnected(_))
-    ));
+    assert!(matches!(b.dial(&a), Err(ConnectError::AlreadyConnected(_))));
     assert!(!held.is_closed(), "the handle the application held is open");
     held.send(VOTES, Bytes::from_static(b"still here")).unwrap();
     assert_eq!(
@@ -68,14 +64,14 @@ fn sends_on_protocols_not_negotiated_fail_at_once() {
     let _serial = serial();
     const ONLY_A: ProtocolId = ProtocolId(7);
     let (tx, _rx) = unbounded::<Inbound>();
-    let a = Network::builder(id(1))
+    let a = netkit::builder(1)
         .handler(VOTES, tx)
         .protocol(ONLY_A)
         .config(quiet())
         .build()
         .unwrap();
     let b = node(2, quiet());
-    a.connect(b.addr).unwrap();
+    dial(&a, b.addr, 2).unwrap();
     let link = a.wait_for_peer(id(2), WAIT).unwrap();
     let expected: ProtocolIdSet = [VOTES, ProtocolId(5)].into_iter().collect();
     assert_eq!(*link.protocols(), expected);
@@ -118,7 +114,7 @@ fn kept_peers_are_redialed_with_backoff_until_they_are_back() {
         a.net.wait_for_peer(id(2), Duration::from_millis(50)),
         Err(WaitError::TimedOut)
     ));
-    a.net.keep_connected(id(2), b_addr).unwrap();
+    keep(&a.net, 2, b_addr).unwrap();
     a.net
         .wait_for_peer(id(2), WAIT)
         .expect("dialed in the background");
@@ -191,18 +187,31 @@ fn a_kept_address_that_answers_as_another_peer_is_not_accepted() {
     let _serial = serial();
     let a = node(1, quiet());
     let c = node(3, quiet());
-    a.net.keep_connected(id(2), c.addr).unwrap();
+    keep(&a.net, 2, c.addr).unwrap();
     let error = event_where(&a.events, |e| match e {
         NetworkEvent::DialFailed { error, .. } => Some(error.clone()),
         _ => None,
     });
-    assert_eq!(
-        error,
-        "handshake failed: expected peer 00000002, reached peer 00000003"
-    );
+    if noise_on() {
+        // Over Noise the dial names node 2's key: node 3 refuses to answer for it.
+        assert_eq!(
+            error,
+            "handshake failed: connection closed during the handshake"
+        );
+        let stats = c.net.noise_config().expect("noise").stats();
+        assert_eq!(
+            stats.handshake_failures(HandshakeErrorKind::WrongResponderKey),
+            1
+        );
+    } else {
+        assert_eq!(
+            error,
+            "handshake failed: expected peer 00000002, reached peer 00000003"
+        );
+    }
     assert!(a.net.peers().is_empty() && c.net.peers().is_empty());
     assert!(matches!(
-        a.net.keep_connected(id(1), c.addr),
+        keep(&a.net, 1, c.addr),
         Err(syncpeer::network::KeepError::LocalPeer)
     ));
     a.net.shutdown();
@@ -215,7 +224,7 @@ fn every_events_call_is_a_subscription_of_its_own() {
     let a = node(1, quiet());
     let b = node(2, quiet());
     let (s1, s2) = (a.net.events(), a.net.events());
-    a.net.connect(b.addr).unwrap();
+    a.dial(&b).unwrap();
     for s in [&s1, &s2, &a.events] {
         assert_eq!(next_event(s), NetworkEvent::Connected(id(2)));
     }
@@ -234,10 +243,10 @@ fn every_events_call_is_a_subscription_of_its_own() {
 #[test]
 fn shutdown_through_an_arc_once_and_drop_closes_too() {
     let _serial = serial();
-    let before = threads();
+    let before = threads_at_start();
     let a = Arc::new(node(1, quiet()).net);
     let b = node(2, quiet());
-    a.connect(b.addr).unwrap();
+    dial(&a, b.addr, 2).unwrap();
     let events = a.events();
     let (first, second) = thread::scope(|s| {
         let t1 = s.spawn(|| a.shutdown());
@@ -251,7 +260,10 @@ fn shutdown_through_an_arc_once_and_drop_closes_too() {
     assert_eq!(reports[1].len(), 1);
     assert!(reports[1][0].1.is_clean());
     assert!(a.shutdown().is_empty(), "again: nothing more");
-    assert!(matches!(a.connect(b.addr), Err(ConnectError::ShuttingDown)));
+    assert!(matches!(
+        dial(&a, b.addr, 2),
+        Err(ConnectError::ShuttingDown)
+    ));
     assert!(matches!(
         a.wait_for_peer(id(2), WAIT),
         Err(WaitError::ShuttingDown)
@@ -260,7 +272,7 @@ fn shutdown_through_an_arc_once_and_drop_closes_too() {
     drop(a);
     // Dropping the other network closes it gracefully: its peer sees the remote's close.
     let c = node(3, quiet());
-    c.net.connect(b.addr).unwrap();
+    c.dial(&b).unwrap();
     eventually("b sees c", || b.net.peer(id(3)).is_some());
     drop(c.net);
     let reason = event_where(&b.events, |e| match e {
@@ -283,7 +295,7 @@ fn the_rpc_answering_thread_can_shut_down_without_waiting_linger() {
     let linger = Duration::from_millis(800);
     let server_with = || {
         let (tx, inbound) = unbounded::<Inbound>();
-        let net = Network::builder(id(1))
+        let net = netkit::builder(1)
             .handler(VOTES, tx)
             .config(quiet())
             .peer_config(PeerConfig {
@@ -298,7 +310,7 @@ fn the_rpc_answering_thread_can_shut_down_without_waiting_linger() {
     let client = node(2, quiet());
     for answering in [false, true] {
         let (server, addr, inbound) = server_with();
-        client.net.connect(addr).unwrap();
+        dial(&client.net, addr, 1).unwrap();
         let link = client.net.wait_for_peer(id(1), WAIT).unwrap();
         let call = link
             .rpc_start(VOTES, Bytes::from_static(b"q"), WAIT)

@@ -99,15 +99,14 @@ struct Ledger {
 /// Keeps every other node connected from node `i`.
 fn keep_all(i: usize, net: &Network, addrs: &[SocketAddr]) {
     for (j, a) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
-        net.keep_connected(id(j as u64 + 1), *a).expect("keep");
+        netkit::keep(net, j as u64 + 1, *a).expect("keep");
     }
 }
 
 /// Starts node `i` at `addr`; a passive node does not dial (yet).
 fn start(i: usize, addr: SocketAddr, addrs: &[SocketAddr], passive: bool) -> Life {
-    let me = id(i as u64 + 1);
     let (tx, rx) = crossbeam_channel::unbounded::<Inbound>();
-    let net = Network::builder(me)
+    let net = netkit::builder(i as u64 + 1)
         .handler(VOTES, tx)
         .config(config())
         .peer_config(PeerConfig {

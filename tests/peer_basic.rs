@@ -92,7 +92,8 @@ fn keyed_handler_receives_and_counts_drops() {
     let (sa, sb) = tcp_pair();
     let (ktx, krx) = keyed::channel(QueueStyle::Klast, 3).unwrap();
     let (dtx, drx) = crossbeam_channel::unbounded();
-    let b = syncpeer::Peer::builder(sb)
+    let b = sb
+        .builder()
         .remote_peer_id(syncpeer::PeerId::from_u64(1))
         .handler(DIRECT, ktx)
         .on_disconnect(dtx)
@@ -141,15 +142,12 @@ fn keyed_handler_receives_and_counts_drops() {
 #[test]
 fn backlog_behind_a_slow_reader_arrives_intact() {
     use std::io::Read;
-    init_logging();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let raw = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (sock, _) = listener.accept().unwrap();
-    let peer = syncpeer::Peer::builder(sock).spawn().unwrap();
+    let (sock, raw) = raw_pair(Transport::Tcp);
+    let peer = sock.builder().spawn().unwrap();
     const N: u32 = 50_000;
     let reader = std::thread::spawn(move || {
         let mut raw = raw;
-        raw.set_read_timeout(Some(WAIT)).unwrap();
+        raw.set_read_timeout(WAIT);
         std::thread::sleep(Duration::from_millis(300));
         let mut decoder = syncpeer::proto::FrameDecoder::new(4 << 20);
         let mut buf = vec![0; 1 << 16];

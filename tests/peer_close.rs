@@ -307,6 +307,11 @@ fn abort_with_a_stalled_remote_returns_promptly_and_cancels_rpcs() {
         let early: Vec<_> = (0..3)
             .map(|_| h.rpc_start(RPC, Bytes::from_static(b"?"), WAIT).unwrap())
             .collect();
+        // Written before the clog, as the checks below assume (the optimised test build once
+        // queued all 800 messages and aborted before the writer had run at all).
+        eventually("the early requests written", || {
+            h.metrics().messages_written == 3
+        });
         let receipts = fill_stalled(&h);
         let late = h.rpc_start(RPC, Bytes::from_static(b"?"), WAIT).unwrap();
 
@@ -587,7 +592,8 @@ fn notices_reach_a_slow_receiver() {
     let mut handles = Vec::new();
     for i in 0..PEERS {
         let (a, b) = unix_pair();
-        let peer = syncpeer::Peer::builder(a)
+        let peer = a
+            .builder()
             .config(config.clone())
             .remote_peer_id(syncpeer::PeerId::from_u64(i))
             .on_disconnect(dtx.clone())

@@ -13,7 +13,7 @@ use common::*;
 use crossbeam_channel::Receiver;
 use syncpeer::proto::{FrameDecoder, MultiplexMessage, NetworkMessage, StreamMessage};
 use syncpeer::{
-    Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerHandle, PeerId, ProtocolId,
+    Bytes, DisconnectReason, Handler, Inbound, PeerConfig, PeerHandle, PeerId, ProtocolId,
 };
 
 /// Frames of 16 KiB, so that a 20-40 KiB message is streamed.
@@ -192,12 +192,14 @@ fn inline_pair(
     handler: Handler,
 ) -> (PeerHandle, PeerHandle, Receiver<(String, Inbound)>) {
     let (sa, sb) = sockets(t);
-    let a = Peer::builder(sa)
+    let a = sa
+        .builder()
         .remote_peer_id(PeerId::from_u64(2))
         .spawn()
         .unwrap();
     let (direct, seen) = recording_handler();
-    let b = Peer::builder(sb)
+    let b = sb
+        .builder()
         .remote_peer_id(PeerId::from_u64(1))
         .handler(DIRECT, direct)
         .handler(extra, handler)

@@ -17,7 +17,7 @@ use common::*;
 use crossbeam_channel::{Receiver, Sender, select};
 use syncpeer::keyed::{self, QueueStyle};
 use syncpeer::{
-    DisconnectReason, DrainReport, Handler, HandlerKey, Inbound, Network, NetworkConfig, Peer,
+    DisconnectReason, DrainReport, Handler, HandlerKey, Inbound, Network, NetworkConfig,
     PeerConfig, PeerId, ProtocolId,
 };
 
@@ -106,7 +106,8 @@ fn flood(kind: Kind, t: Transport) {
     let (dtx, drx) = crossbeam_channel::bounded(64);
     let (rtx, rrx) = crossbeam_channel::bounded(4);
     let (ntx, notices) = crossbeam_channel::unbounded();
-    let b = Peer::builder(sb)
+    let b = sb
+        .builder()
         .config(b_config)
         .remote_peer_id(PeerId::from_u64(1))
         .handler(DIRECT, handler(kind, dtx))
@@ -222,7 +223,8 @@ fn keyed_flood(style: QueueStyle) -> (DrainReport, DrainReport, Vec<u64>) {
     let a = spawn_side(sa, 1, 2, PeerConfig::default(), 64);
     let (ktx, krx) = keyed::channel::<HandlerKey, Inbound>(style, CAPACITY).unwrap();
     let (ntx, notices) = crossbeam_channel::unbounded();
-    let _b = Peer::builder(sb)
+    let _b = sb
+        .builder()
         .remote_peer_id(PeerId::from_u64(1))
         .handler(DIRECT, ktx)
         .on_disconnect(ntx)
@@ -270,6 +272,7 @@ fn network_totals_sum_live_and_closed_connections() {
         .handler(DIRECT, Handler::blocking(tx))
         .protocol(UNKNOWN)
         .config(config())
+        .insecure_plaintext()
         .build()
         .unwrap();
     let addr = server.listen("127.0.0.1:0").unwrap();
@@ -279,9 +282,10 @@ fn network_totals_sum_live_and_closed_connections() {
             .protocol(DIRECT)
             .protocol(UNKNOWN)
             .config(config())
+            .insecure_plaintext()
             .build()
             .unwrap();
-        let server_id = client.connect(addr).unwrap();
+        let server_id = client.connect_insecure(addr).unwrap();
         let link = client.wait_for_peer(server_id, WAIT).unwrap();
         for i in 0..100 {
             link.send(DIRECT, numbered(i, 8)).unwrap();

@@ -167,8 +167,8 @@ fn many_fragments_both_ways_with_small_frames() {
 
 /// Invariant 4: a streamed message does not hold a small one back for its whole length. The
 /// remote does not read until both are accepted, so the sender is stalled with its pipeline
-/// full (the fragment being written, one in the lane, one in the mux); the small message must
-/// come out right behind that, long before the 17th and last fragment.
+/// full (the fragments the writer holds, one batch in the frames channel, one in the mux); the
+/// small message must come out right behind that, long before the 17th and last fragment.
 #[test]
 fn small_message_sent_after_a_large_one_overtakes_it() {
     for t in TRANSPORTS {
@@ -198,10 +198,10 @@ fn small_message_sent_after_a_large_one_overtakes_it() {
         }
         eprintln!("{t:?}: {fragments_before_small} of 17 stream frames before the small message");
         // Ahead of it at most: what the kernel buffers hold (a few MiB on loopback TCP), the
-        // fragment the writer holds, one in the lane, one in the mux's batch and one more
-        // moved before the mux reads the outbox again.
+        // fragments the writer holds, the batch in the frames channel, the mux's own batch and
+        // one more moved before the mux reads the outbox again (3 or 4 seen).
         assert!(
-            fragments_before_small <= 10,
+            fragments_before_small <= 7,
             "{t:?}: {fragments_before_small} of 17 stream frames went out before the small message"
         );
         drop(a);

@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, OnceLock};
 
 use common::*;
-use syncpeer::{Bytes, DisconnectReason, Handler, Inbound, JoinError, Peer, PeerHandle, PeerId};
+use syncpeer::{Bytes, DisconnectReason, Handler, Inbound, JoinError, PeerHandle, PeerId};
 
 /// `shutdown`, `abort` and `join` called from an inline handler would wait for the very thread
 /// they run on. They start the close and return `JoinError::OwnThread`; the close completes
@@ -36,7 +36,8 @@ fn closing_from_an_inline_handler_starts_the_close_and_returns_an_error() {
             };
             let _ = result_tx.try_send(result.map(|_| ()));
         });
-        let b = Peer::builder(b)
+        let b = b
+            .builder()
             .remote_peer_id(PeerId::from_u64(1))
             .handler(DIRECT, handler)
             .on_disconnect(dtx)
@@ -101,7 +102,8 @@ fn a_panic_on_the_mux_or_the_writer_closes_the_connection_and_keeps_the_accounts
     for (thread, len) in [("mux", 100), ("writer", 4000)] {
         let (a, b) = unix_pair();
         let (dtx, notices) = crossbeam_channel::unbounded();
-        let h = Peer::builder(a)
+        let h = a
+            .builder()
             .remote_peer_id(PeerId::from_u64(2))
             .on_disconnect(dtx)
             .spawn()
@@ -136,7 +138,8 @@ fn a_panic_on_the_reader_closes_the_connection() {
     }
     let (a, b) = unix_pair();
     let (dtx, notices) = crossbeam_channel::unbounded();
-    let h = Peer::builder(a)
+    let h = a
+        .builder()
         .remote_peer_id(PeerId::from_u64(2))
         .handler(DIRECT, Handler::inline(|_| std::panic::panic_any(Loud)))
         .on_disconnect(dtx)

@@ -21,11 +21,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use syncpeer::{
-    Delivery, DisconnectReason, Disconnected, Peer, PeerConfig, PeerHandle, PeerId, PeerMetrics,
-    Socket,
+    Delivery, DisconnectReason, Disconnected, PeerConfig, PeerHandle, PeerId, PeerMetrics, Socket,
 };
 
-use common::{DIRECT, RPC, WAIT};
+use common::{DIRECT, End, RPC, WAIT};
 use fault::{Dir, Fault, Trigger};
 use harness::{Bounded, Rng, spawn_bounded};
 use traffic::{
@@ -184,13 +183,14 @@ struct Rig {
     server: Bounded<ConsumerLog>,
 }
 
-fn rig(socket: Socket, side: usize, size: Size, rng: &mut Rng, keep_raw: bool) -> Rig {
-    let raw = keep_raw.then(|| Raw::of(&socket));
+fn rig(socket: End, side: usize, size: Size, rng: &mut Rng, keep_raw: bool) -> Rig {
+    let raw = keep_raw.then(|| Raw::of(&socket.socket));
     // One handler thread per protocol, so requests do not queue behind direct sends.
     let (tx, inbound) = crossbeam_channel::unbounded();
     let (rtx, requests) = crossbeam_channel::unbounded();
     let (dtx, disconnected) = crossbeam_channel::unbounded();
-    let handle = Peer::builder(socket)
+    let handle = socket
+        .builder()
         .config(size.config())
         .remote_peer_id(PeerId::from_u64(2 - side as u64))
         .handler(DIRECT, tx)
@@ -270,7 +270,8 @@ fn run_pair(name: String, plan: Plan, size: Size, mut rng: Rng) -> PairResult {
                 relay.inject(Dir::AToB, Trigger::Now, Fault::ShortWrites(n));
                 relay.inject(Dir::BToA, Trigger::Now, Fault::ShortWrites(n));
             }
-            (Socket::from(a), Socket::from(b), Some(relay))
+            let (a, b) = common::secured(a.into(), b.into());
+            (a, b, Some(relay))
         }
     };
     let relay = relay.map(Arc::new);

@@ -11,9 +11,18 @@ use crate::common::{Kind, Trips, cpu_seconds, histogram};
 use crate::{async_side, ceiling, floor, sync_side};
 
 /// The sides of the latency sections, in this order.
-pub(crate) const SIDES: [&str; 5] = ["syncpeer", "async", "floor", "ceiling", "tuned"];
+pub(crate) const SIDES: [&str; 6] = [
+    "syncpeer",
+    "async",
+    "floor",
+    "ceiling",
+    "syncpeer+noise",
+    "tuned",
+];
 /// Index of the design ceiling in [`SIDES`].
 pub(crate) const CEILING: usize = 3;
+/// Index of syncpeer over Noise in [`SIDES`].
+pub(crate) const NOISE: usize = 4;
 
 /// Workloads: (label, kind, payload size).
 const WORKLOADS: [(&str, Kind, usize); 4] = [
@@ -63,9 +72,14 @@ pub(crate) fn workloads() -> Vec<Workload> {
         .collect()
 }
 
-/// Whether `side` has workload `kind` (the ceiling has no RPC).
-pub(crate) fn has(side: usize, kind: Kind) -> bool {
-    side != CEILING || kind == Kind::Direct
+/// Whether `side` has workload `kind` of `size` bytes (the ceiling has no RPC; syncpeer over
+/// Noise runs the 64 B direct echo only, to show what Noise adds).
+pub(crate) fn has(side: usize, kind: Kind, size: usize) -> bool {
+    match side {
+        CEILING => kind == Kind::Direct,
+        NOISE => kind == Kind::Direct && size == 64,
+        _ => true,
+    }
 }
 
 /// Runs repetition `rep` of every workload on every side `runs_side` allows.
@@ -78,13 +92,14 @@ pub(crate) fn repetition(
 ) {
     for w in section.iter_mut() {
         let sides = (0..SIDES.len()).map(|i| (i + rep) % SIDES.len());
-        for side in sides.filter(|&s| runs_side(SIDES[s]) && has(s, w.kind)) {
+        for side in sides.filter(|&s| runs_side(SIDES[s]) && has(s, w.kind, w.size)) {
             let cpu_before = cpu_seconds();
             let h = match side {
-                0 => sync_side::latency(w.kind, w.size, trips),
+                0 => sync_side::latency(w.kind, w.size, trips, false),
+                NOISE => sync_side::latency(w.kind, w.size, trips, true),
                 1 => async_side::latency(rt, w.kind, w.size, trips),
                 2 => floor::latency(w.kind, w.size, trips),
-                3 => ceiling::latency(w.size, trips),
+                CEILING => ceiling::latency(w.size, trips),
                 _ => sync_side::latency_tuned(w.kind, w.size, trips),
             };
             let made = h.len() as f64 + trips.warmup as f64;

@@ -14,6 +14,10 @@
 //!   multi-threaded runtime (one worker per core), the application as tasks; the shutdown
 //!   section also runs its fixed variants;
 //! - **floor**: a bare blocking socket, the application thread encoding and writing itself;
+//! - **syncpeer+noise**: syncpeer with every connection inside a Noise IK session (the
+//!   handshake run before the peers start), on the 64 B direct echo and the 64 B and 1 MiB
+//!   one-way rows: what Noise adds, paired with plain syncpeer repetition by repetition in
+//!   the "noise" section;
 //! - **ceiling** (latency sections, echo only): the design ceiling of `ceiling.rs`, syncpeer's
 //!   reader → mux → writer threads and crossbeam channels with nothing inside (no codec, no
 //!   session), so that what the shape costs stands next to what the library adds. It parks on
@@ -161,7 +165,11 @@ impl Plan {
 }
 
 /// Column names of the throughput sides.
-const TRIO: [&str; 3] = ["syncpeer", "async", "floor"];
+const TRIO: [&str; 4] = ["syncpeer", "async", "floor", "syncpeer+noise"];
+/// Index of syncpeer over Noise in [`TRIO`].
+const NOISE: usize = 3;
+/// Throughput payload sizes run over Noise too (with a channel handler): 64 B and 1 MiB.
+const NOISE_SIZES: [usize; 2] = [64, 1 << 20];
 /// Column names of the shutdown sides.
 const SHUTDOWN_SIDES: [&str; 5] = ["syncpeer", "async", "async+audit-fix", "async+fix", "floor"];
 
@@ -218,7 +226,7 @@ fn main() {
     let mut throughput: Vec<Throughput> = plan
         .throughput
         .iter()
-        .map(|&(label, size, n, _)| (label, size, n, vec![Vec::new(); 3]))
+        .map(|&(label, size, n, _)| (label, size, n, vec![Vec::new(); TRIO.len()]))
         .collect();
     let mut shutdown: Vec<Vec<ShutdownRun>> = vec![Vec::new(); 5];
     let runs_side = |name: &str| plan.runs_side(name);
@@ -245,16 +253,22 @@ fn main() {
             }
             // The async original has no inline handler: its row shows only syncpeer and the
             // floor (whose receiving thread decodes and counts, i.e. is inline already).
-            // The blocking handler's row is syncpeer's alone: the others run the "64 B" row.
+            // syncpeer over Noise runs 64 B and 1 MiB, with a channel handler; the blocking
+            // handler's row is syncpeer's alone (the others run the "64 B" row).
+            let noise_row = !inline && NOISE_SIZES.contains(&size);
             let blocking = label.ends_with("blocking handler");
-            let sides = rotation(rep, 3).filter(|&s| {
-                plan.runs_side(TRIO[s]) && !(inline && s == 1) && !(blocking && s != 0)
+            let sides = rotation(rep, TRIO.len()).filter(|&s| {
+                plan.runs_side(TRIO[s])
+                    && !(inline && s == 1)
+                    && (s != NOISE || (noise_row && !blocking))
+                    && !(blocking && s != 0)
             });
             for side in sides {
                 let secs = match side {
                     0 if inline => sync_side::throughput_inline(size, n),
                     0 if blocking => sync_side::throughput_blocking(size, n),
-                    0 => sync_side::throughput(size, n),
+                    0 => sync_side::throughput(size, n, false),
+                    NOISE => sync_side::throughput(size, n, true),
                     1 => async_side::throughput(&rt, size, n),
                     _ => floor::throughput(size, n),
                 };

@@ -15,12 +15,14 @@ use crate::Results;
 use crate::latency::{SIDES, Workload};
 use crate::report::median;
 
-/// One colour per side of the latency sections (syncpeer, async, floor, ceiling, tuned).
-const COLOURS: [RGBColor; 5] = [
+/// One colour per side of the latency sections (syncpeer, async, floor, ceiling, syncpeer over
+/// Noise, tuned).
+const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(110, 110, 110),
     RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
 ];
 const WIDTH: u32 = 1200;

@@ -9,13 +9,14 @@ use crate::latency::{self, QUANTILES};
 use crate::{Results, ShutdownRun};
 
 /// Column order of every row.
-pub(crate) const COLUMNS: [&str; 7] = [
+pub(crate) const COLUMNS: [&str; 8] = [
     "syncpeer",
     "async",
     "async+audit-fix",
     "async+fix",
     "floor",
     "ceiling",
+    "syncpeer+noise",
     "tuned",
 ];
 pub(crate) const SYNC: usize = 0;
@@ -24,13 +25,15 @@ pub(crate) const AUDIT_FIX: usize = 2;
 pub(crate) const FIXED: usize = 3;
 pub(crate) const FLOOR: usize = 4;
 pub(crate) const CEILING: usize = 5;
-/// syncpeer with `ThreadTuning` (a 100 µs slice, every thread of the path on one CPU).
-pub(crate) const TUNED: usize = 6;
+pub(crate) const NOISE: usize = 6;
+/// syncpeer with `ThreadTuning` (SCHED_FIFO where permitted, else a 100 µs slice, on every
+/// thread of the path).
+pub(crate) const TUNED: usize = 7;
 
 /// Table columns of the latency sides, in `latency::SIDES` order.
-const LATENCY_COLUMNS: [usize; 5] = [SYNC, ASYNC, FLOOR, CEILING, TUNED];
-/// Table columns of the throughput sides (syncpeer, async, floor).
-const TRIO: [usize; 3] = [SYNC, ASYNC, FLOOR];
+const LATENCY_COLUMNS: [usize; 6] = [SYNC, ASYNC, FLOOR, CEILING, NOISE, TUNED];
+/// Table columns of the throughput sides (syncpeer, async, floor, syncpeer over Noise).
+const TRIO: [usize; 4] = [SYNC, ASYNC, FLOOR, NOISE];
 
 /// Whether a larger value is better (for reading the ratios).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,9 +60,9 @@ pub(crate) struct Row {
     pub(crate) unit: &'static str,
     pub(crate) better: Better,
     /// The figure per column (what the table shows).
-    pub(crate) values: [Option<f64>; 7],
+    pub(crate) values: [Option<f64>; 8],
     /// Per column, the figure of each repetition in order (the pairs behind the ratios).
-    pub(crate) reps: [Vec<f64>; 7],
+    pub(crate) reps: [Vec<f64>; 8],
 }
 
 impl Row {
@@ -69,7 +72,7 @@ impl Row {
             metric,
             unit,
             better,
-            values: [None; 7],
+            values: [None; 8],
             reps: Default::default(),
         }
     }
@@ -258,6 +261,7 @@ pub(crate) fn rows(r: &Results) -> Vec<Row> {
         }
         rows.extend([msgs, mbs]);
     }
+    rows.extend(noise_rows(&rows));
     rows.extend(shutdown_rows(r));
     let peers = r.scale.iter().flatten().map(|s| s.peers).max().unwrap_or(0);
     let scale: [Metric<crate::scale::ScaleRun>; 4] = [
@@ -297,6 +301,56 @@ pub(crate) fn rows(r: &Results) -> Vec<Row> {
         rows.push(row);
     }
     rows
+}
+
+/// What Noise adds, syncpeer over Noise against plain syncpeer, paired repetition by
+/// repetition: the 64 B and 1 MiB one-way rates as ratios, the 1 MiB rate in GB/s, and the
+/// 64 B echo's p50 as microseconds added. Each row's figure is the median of the
+/// repetitions', all of them kept for the range.
+fn noise_rows(rows: &[Row]) -> Vec<Row> {
+    let mut out = Vec::new();
+    let paired = |row: Option<&Row>, f: fn(f64, f64) -> f64| -> Vec<f64> {
+        row.map(|r| {
+            r.reps[NOISE]
+                .iter()
+                .zip(&r.reps[SYNC])
+                .map(|(&n, &p)| f(n, p))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let ratio = |n: f64, p: f64| if p > 0.0 { n / p } else { 0.0 };
+    let mut add = |metric: &str, unit: &'static str, reps: Vec<f64>| {
+        if !reps.is_empty() {
+            let mut row = Row::new("noise", metric.into(), unit, Better::Neither);
+            row.set(NOISE, reps);
+            out.push(row);
+        }
+    };
+    let r64 = find(rows, "throughput", "64 B one-way", "msg/s");
+    add("64 B one-way: over Noise / plain", "x", paired(r64, ratio));
+    let r1m = find(rows, "throughput", "1 MiB one-way", "MB/s");
+    add("1 MiB one-way: over Noise / plain", "x", paired(r1m, ratio));
+    let gbs = r1m.map(|r| r.reps[NOISE].iter().map(|m| m / 1e3).collect());
+    add("1 MiB one-way over Noise", "GB/s", gbs.unwrap_or_default());
+    let p50 = find(rows, "latency", "direct echo 64 B p50", "us");
+    add(
+        "direct echo 64 B p50: added by Noise",
+        "us",
+        paired(p50, |n, p| n - p),
+    );
+    out
+}
+
+/// A row's figure and range, for a target's line: `median (min-max)`.
+fn spread(row: Option<&Row>) -> (Option<f64>, String) {
+    let Some(reps) = row.map(|r| &r.reps[NOISE]).filter(|r| !r.is_empty()) else {
+        return (None, "n/a".into());
+    };
+    let m = median(reps);
+    let lo = reps.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = reps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (m, format!("{:.2} ({lo:.2}-{hi:.2})", m.unwrap_or_default()))
 }
 
 pub(crate) struct Target {
@@ -381,6 +435,25 @@ pub(crate) fn targets(r: &Results, rows: &[Row]) -> Vec<Target> {
             ratio.is_some_and(|x| x >= min),
         );
     }
+    let (v, text) = spread(find(rows, "noise", "64 B one-way: over Noise / plain", "x"));
+    t.push(Target {
+        name: "noise: 64 B one-way >= 0.7x plain syncpeer".into(),
+        value: format!("noise/plain {text}"),
+        pass: v.is_some_and(|x| x >= 0.7),
+    });
+    let (v, text) = spread(find(rows, "noise", "1 MiB one-way over Noise", "GB/s"));
+    t.push(Target {
+        name: "noise: 1 MiB one-way >= 1 GB/s".into(),
+        value: format!("{text} GB/s"),
+        pass: v.is_some_and(|x| x >= 1.0),
+    });
+    let row = find(rows, "noise", "direct echo 64 B p50: added by Noise", "us");
+    let (v, text) = spread(row);
+    t.push(Target {
+        name: "noise: echo 64 B p50 added <= 5 us".into(),
+        value: format!("{text} us"),
+        pass: v.is_some_and(|x| x <= 5.0),
+    });
     let runs = &r.shutdown[SYNC];
     let lost: u64 = runs.iter().map(|x| x.lost()).sum();
     let close = median(

@@ -1,5 +1,8 @@
-//! The workloads on syncpeer: two peers over loopback TCP, the application on plain threads.
+//! The workloads on syncpeer: two peers over loopback TCP, the application on plain threads;
+//! in plaintext, or inside a Noise IK session established on the pair before the peers start.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -7,8 +10,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
+use syncpeer::noise::{
+    AuthMode, CLIENT_MESSAGE_LEN, Initiator, NoiseConfig, NoiseSession, Responder,
+    SERVER_MESSAGE_LEN, StaticKeypair, TrustedPeers,
+};
 use syncpeer::{
-    Bytes, DisconnectReason, Handler, Inbound, Peer, PeerConfig, PeerHandle, PeerId, ThreadTuning,
+    Bytes, DisconnectReason, Handler, Inbound, Peer, PeerBuilder, PeerConfig, PeerHandle, PeerId,
+    ThreadTuning,
 };
 
 use crate::common::{
@@ -22,9 +30,9 @@ struct Side {
     inbound: Receiver<Inbound>,
 }
 
-fn side(socket: std::net::TcpStream, remote: u64, config: PeerConfig) -> Side {
+fn side(builder: PeerBuilder, remote: u64, config: PeerConfig) -> Side {
     let (tx, inbound) = crossbeam_channel::unbounded();
-    let handle = Peer::builder(socket)
+    let handle = builder
         .config(config)
         .remote_peer_id(PeerId::from_u64(remote))
         .handler(DIRECT, tx.clone())
@@ -34,12 +42,12 @@ fn side(socket: std::net::TcpStream, remote: u64, config: PeerConfig) -> Side {
     Side { handle, inbound }
 }
 
-fn pair(config_a: PeerConfig) -> (Side, Side) {
-    pair_with(config_a, PeerConfig::default())
+fn pair(config_a: PeerConfig, noise: bool) -> (Side, Side) {
+    pair_with(config_a, PeerConfig::default(), noise)
 }
 
-fn pair_with(config_a: PeerConfig, config_b: PeerConfig) -> (Side, Side) {
-    let (a, b) = tcp_pair();
+fn pair_with(config_a: PeerConfig, config_b: PeerConfig, noise: bool) -> (Side, Side) {
+    let (a, b) = builders(noise);
     (side(a, 2, config_a), side(b, 1, config_b))
 }
 
@@ -62,6 +70,46 @@ fn tune_current_thread(what: &str) {
     {
         eprintln!("{what}: tuning refused: {e}");
     }
+}
+
+/// Builders on the two ends of a loopback pair, inside a Noise session if `noise`.
+fn builders(noise: bool) -> (PeerBuilder, PeerBuilder) {
+    let (a, b) = tcp_pair();
+    if !noise {
+        return (Peer::builder(a), Peer::builder(b));
+    }
+    let (sa, sb) = handshake(&a, &b);
+    (Peer::builder(a).noise(sa), Peer::builder(b).noise(sb))
+}
+
+/// A Noise IK handshake between the two ends of a connection, on this thread (both messages
+/// fit the socket buffers): `a` dials. Mutual authentication, each trusting the other.
+fn handshake(a: &TcpStream, b: &TcpStream) -> (NoiseSession, NoiseSession) {
+    let (ka, kb) = (
+        StaticKeypair::from_private_bytes([0xa1; 32]),
+        StaticKeypair::from_private_bytes([0xb2; 32]),
+    );
+    let (ia, ib) = (PeerId::from_u64(1), PeerId::from_u64(2));
+    let trusted: TrustedPeers = [(ia, [ka.public_key()]), (ib, [kb.public_key()])]
+        .into_iter()
+        .collect();
+    let pb = kb.public_key();
+    let ca = NoiseConfig::new(ka, ia, AuthMode::Mutual, trusted.clone());
+    let cb = NoiseConfig::new(kb, ib, AuthMode::Mutual, trusted);
+    let mut init = Initiator::new(&ca, ib, pb, std::time::SystemTime::now()).expect("initiator");
+    (&*a)
+        .write_all(init.first_message())
+        .expect("client message");
+    let mut msg = [0u8; CLIENT_MESSAGE_LEN];
+    (&*b).read_exact(&mut msg).expect("client message");
+    let mut responder = Responder::new(&cb);
+    responder.read(&msg);
+    let accepted = responder.accept().expect("accepted");
+    (&*b).write_all(&accepted.response).expect("answer");
+    let mut answer = [0u8; SERVER_MESSAGE_LEN];
+    (&*a).read_exact(&mut answer).expect("answer");
+    init.read(&answer);
+    (init.finish().expect("session"), accepted.session)
 }
 
 /// Echoes direct sends and answers requests with their payload until the peer closes.
@@ -92,9 +140,9 @@ fn echo_on(b: Side, tuned: bool) -> thread::JoinHandle<()> {
     })
 }
 
-/// Closed-loop round trips; the first `warmup` are not recorded.
-pub(crate) fn latency(kind: Kind, size: usize, trips: Trips) -> Histogram<u64> {
-    let (a, b) = pair(PeerConfig::default());
+/// Closed-loop round trips; the first `warmup` are not recorded. Over Noise if `noise`.
+pub(crate) fn latency(kind: Kind, size: usize, trips: Trips, noise: bool) -> Histogram<u64> {
+    let (a, b) = pair(PeerConfig::default(), noise);
     let server = echo(b);
     round_trips(a, server, kind, size, trips)
 }
@@ -108,7 +156,7 @@ pub(crate) fn latency_tuned(kind: Kind, size: usize, trips: Trips) -> Histogram<
             threads: tuning(),
             ..PeerConfig::default()
         };
-        let (a, b) = pair_with(config.clone(), config);
+        let (a, b) = pair_with(config.clone(), config, false);
         let server = echo_on(b, true);
         round_trips(a, server, kind, size, trips)
     })
@@ -173,8 +221,9 @@ fn blast(a: &PeerHandle, size: usize, n: usize, done: impl FnOnce() -> Instant) 
 }
 
 /// One-way direct sends of `n` messages of `size` bytes: seconds until the remote has all.
-pub(crate) fn throughput(size: usize, n: usize) -> f64 {
-    let (a, b) = pair(PeerConfig::default());
+/// Over Noise if `noise`.
+pub(crate) fn throughput(size: usize, n: usize, noise: bool) -> f64 {
+    let (a, b) = pair(PeerConfig::default(), noise);
     let counter = count(b.inbound, n);
     let secs = blast(&a.handle, size, n, || {
         counter.join().expect("counter thread")
@@ -186,12 +235,12 @@ pub(crate) fn throughput(size: usize, n: usize) -> f64 {
 /// Like [`throughput`], the receiving side counting in an inline handler on its reader thread
 /// instead of a thread reading a channel.
 pub(crate) fn throughput_inline(size: usize, n: usize) -> f64 {
-    let (a, b) = tcp_pair();
+    let (a, b) = builders(false);
     let a = side(a, 2, PeerConfig::default());
     let counted = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let count = counted.clone();
-    let b = Peer::builder(b)
+    let b = b
         .remote_peer_id(PeerId::from_u64(1))
         .handler(
             DIRECT,
@@ -222,10 +271,10 @@ const BLOCKING_CAPACITY: usize = 1024;
 /// has room and the handler costs what the dropping one does; when it falls behind, the reader
 /// waits for room instead of dropping, and every message still arrives.
 pub(crate) fn throughput_blocking(size: usize, n: usize) -> f64 {
-    let (a, b) = tcp_pair();
+    let (a, b) = builders(false);
     let a = side(a, 2, PeerConfig::default());
     let (tx, inbound) = crossbeam_channel::bounded(BLOCKING_CAPACITY);
-    let b = Peer::builder(b)
+    let b = b
         .remote_peer_id(PeerId::from_u64(1))
         .handler(DIRECT, Handler::blocking(tx))
         .spawn()
@@ -245,7 +294,7 @@ pub(crate) fn shutdown(size: usize, n: usize) -> ShutdownRun {
         outbox_capacity: n,
         ..PeerConfig::default()
     };
-    let (a, b) = pair(config);
+    let (a, b) = pair(config, false);
     let inbound = b.inbound;
     let counter = thread::spawn(move || {
         let mut received = 0u64;

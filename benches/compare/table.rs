@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::Results;
 use crate::report::{
-    ASYNC, AUDIT_FIX, CEILING, COLUMNS, FIXED, FLOOR, Ratio, Row, SYNC, TUNED, Target,
+    ASYNC, AUDIT_FIX, CEILING, COLUMNS, FIXED, FLOOR, NOISE, Ratio, Row, SYNC, TUNED, Target,
 };
 
 /// The columns a section shows, and its ratios as (numerator, denominator) columns.
@@ -15,7 +15,7 @@ type Layout = (&'static [usize], &'static [(usize, usize)]);
 fn layout(section: &str) -> Layout {
     match section {
         "latency" | "contention" => (
-            &[SYNC, TUNED, ASYNC, FLOOR, CEILING],
+            &[SYNC, TUNED, ASYNC, FLOOR, CEILING, NOISE],
             &[
                 (SYNC, ASYNC),
                 (SYNC, FLOOR),
@@ -23,7 +23,11 @@ fn layout(section: &str) -> Layout {
                 (TUNED, ASYNC),
             ],
         ),
-        "throughput" => (&[SYNC, ASYNC, FLOOR], &[(SYNC, ASYNC), (SYNC, FLOOR)]),
+        "throughput" => (
+            &[SYNC, ASYNC, FLOOR, NOISE],
+            &[(SYNC, ASYNC), (SYNC, FLOOR)],
+        ),
+        "noise" => (&[NOISE], &[]),
         "shutdown" => (
             &[SYNC, ASYNC, AUDIT_FIX, FIXED, FLOOR],
             &[(SYNC, ASYNC), (SYNC, FLOOR)],
@@ -79,6 +83,9 @@ fn header(out: &mut String, section: &str) {
     };
     let title = match section {
         "latency" => "latency, quiet".to_string(),
+        "noise" => "noise: syncpeer over Noise against plain syncpeer, paired within each \
+                    repetition; the median of the repetitions (ranges in the targets)"
+            .to_string(),
         "contention" => format!(
             "contention: latency beside {} busy processes, one per core, at default priority",
             crate::load::processes()
@@ -89,7 +96,11 @@ fn header(out: &mut String, section: &str) {
     let _ = write!(
         out,
         "{:<METRIC$} {:>7}",
-        format!("(ratios: {better} is better for syncpeer)"),
+        if section == "noise" {
+            "(figures of syncpeer over Noise)".to_string()
+        } else {
+            format!("(ratios: {better} is better for syncpeer)")
+        },
         "unit"
     );
     for &c in columns {

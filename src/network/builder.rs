@@ -17,6 +17,7 @@ use super::registry::Registry;
 use super::upgrade::Local;
 use super::{Network, Threads};
 use crate::config::PeerConfig;
+use crate::noise::{ConnectionSecurity, NoiseConfig};
 use crate::peer::{Handler, PeerId};
 use crate::proto::ProtocolId;
 
@@ -31,6 +32,7 @@ pub struct NetworkBuilder {
     protocols: ProtocolIdSet,
     peer_config: PeerConfig,
     config: NetworkConfig,
+    security: Option<ConnectionSecurity>,
 }
 
 impl NetworkBuilder {
@@ -41,6 +43,7 @@ impl NetworkBuilder {
             protocols: ProtocolIdSet::new(),
             peer_config: PeerConfig::default(),
             config: NetworkConfig::default(),
+            security: None,
         }
     }
 
@@ -64,6 +67,28 @@ impl NetworkBuilder {
         self
     }
 
+    /// Runs every connection inside Noise IK, as Aptos does: the remote proves its static key
+    /// (the dialer names it, the listener checks it against `config`'s trusted set as its
+    /// [`AuthMode`](crate::noise::AuthMode) says), and every byte after the Noise handshake,
+    /// the Aptos handshake included, is encrypted. `config`'s peer id must be this network's.
+    /// The trusted set stays shared with `config` and its clones: update it while the network
+    /// runs, and the next handshakes see the change.
+    ///
+    /// This, or [`insecure_plaintext`](NetworkBuilder::insecure_plaintext) by name, is
+    /// required.
+    pub fn noise(mut self, config: NoiseConfig) -> NetworkBuilder {
+        self.security = Some(ConnectionSecurity::Noise(config));
+        self
+    }
+
+    /// Runs every connection in plaintext, with a plain exchange of peer ids taken on trust:
+    /// no authentication, no encryption. For tests, and for networks that are trusted or
+    /// tunnelled already.
+    pub fn insecure_plaintext(mut self) -> NetworkBuilder {
+        self.security = Some(ConnectionSecurity::InsecurePlaintext);
+        self
+    }
+
     /// Sets the configuration of every connection (default: [`PeerConfig::default`]).
     pub fn peer_config(mut self, config: PeerConfig) -> NetworkBuilder {
         self.peer_config = config;
@@ -83,8 +108,18 @@ impl NetworkBuilder {
     /// # Errors
     ///
     /// [`BuildError`]: a configuration out of range, a handler on
-    /// [`HEALTH_CHECK_PROTOCOL`], or a thread could not start.
+    /// [`HEALTH_CHECK_PROTOCOL`], no security chosen, a Noise configuration for another peer,
+    /// or a thread could not start.
     pub fn build(mut self) -> Result<Network, BuildError> {
+        let security = self.security.take().ok_or(BuildError::NoSecurity)?;
+        if let ConnectionSecurity::Noise(noise) = &security
+            && noise.peer_id() != self.local
+        {
+            return Err(BuildError::PeerIdMismatch {
+                network: self.local,
+                noise: noise.peer_id(),
+            });
+        }
         self.peer_config
             .validate()
             .map_err(BuildError::PeerConfig)?;
@@ -103,7 +138,7 @@ impl NetworkBuilder {
         let (health_tx, health_rx) = crossbeam_channel::bounded(HEALTH_REQUESTS_CAPACITY);
         let (dialer, dialer_parts) = dialer::prepare().map_err(BuildError::Spawn)?;
         let inner = Arc::new(Inner {
-            local: Arc::new(Local::new(self.local, handshake)),
+            local: Arc::new(Local::new(self.local, handshake, security)),
             handlers: self.handlers,
             peer_config: self.peer_config,
             config: self.config,

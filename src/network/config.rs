@@ -1,5 +1,5 @@
 //! [`NetworkConfig`], [`HealthCheckConfig`] and [`ReconnectConfig`]: what the handshake
-//! announces (chain and network), the transport, the timeouts of dialing and of the handshake,
+//! announces (chain and network), the timeouts of dialing and of the handshake,
 //! the limit on handshakes in progress, the health checker's schedule and the redial backoff,
 //! with their defaults and their validation (done once, when the network is built).
 
@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use super::error::BuildError;
 use super::handshake::{ChainId, NetworkId};
-
-/// How a connection establishes who the remote is, before the Aptos handshake.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// Plain TCP with a plain identity exchange: each side sends its 32-byte `PeerId`, taken on
-    /// trust. Specific to syncpeer; for trusted networks, tunnels and tests only. (The
-    /// original authenticates the remote with Noise IK at this point, and encrypts.)
-    #[default]
-    PlainTcp,
-}
 
 /// Settings of a [`Network`](super::Network) beyond those of each connection
 /// ([`PeerConfig`](crate::PeerConfig)).
@@ -28,8 +18,6 @@ pub struct NetworkConfig {
     /// The network this node's connections belong to, announced in the handshake; a remote on
     /// another network is refused. Default `Public` (the original's default).
     pub network_id: NetworkId,
-    /// How the remote's identity is established. Default (and only): `PlainTcp`.
-    pub transport: Transport,
     /// How long a dial waits for the TCP connection to be established. Default 30 s (the
     /// original's `TRANSPORT_TIMEOUT`).
     pub dial_timeout: Duration,
@@ -52,7 +40,6 @@ impl Default for NetworkConfig {
         NetworkConfig {
             chain_id: ChainId::default(),
             network_id: NetworkId::default(),
-            transport: Transport::PlainTcp,
             dial_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 128,

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token, Waker};
@@ -37,9 +37,34 @@ use super::event::{ConnectionOrigin, NetworkEvent};
 use super::health::Nonces;
 use super::pending::{Failure, Pending, Step};
 use super::upgrade::Upgrade;
+use crate::noise::PublicKey;
 use crate::peer::PeerId;
 
 const WAKER: Token = Token(0);
+
+/// Every address `addr` resolves to.
+///
+/// # Errors
+///
+/// The resolver's, or `InvalidInput` if it resolved to nothing.
+pub(crate) fn resolve(addr: impl std::net::ToSocketAddrs) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Whom a dial is meant to reach: over Noise, the peer and the key it must prove; in
+/// plaintext, the peer expected if known.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    pub(crate) peer: Option<PeerId>,
+    pub(crate) key: Option<PublicKey>,
+}
 
 /// What the network asks of the dialer.
 #[derive(Debug)]
@@ -47,12 +72,14 @@ pub(crate) enum Command {
     /// Dial these addresses in turn; answer on `reply`.
     Connect {
         addrs: Vec<SocketAddr>,
+        target: Target,
         reply: Sender<Result<PeerId, ConnectError>>,
     },
-    /// Keep `peer` connected, dialing `addrs` in turn.
+    /// Keep `peer` connected, dialing `addrs` in turn (over Noise, expecting `key`).
     Keep {
         peer: PeerId,
         addrs: Vec<SocketAddr>,
+        key: Option<PublicKey>,
     },
     /// Stop redialing `peer`.
     Forget(PeerId),
@@ -114,6 +141,7 @@ impl Dialer {
             next_token: 1,
             rand: Nonces::new(seed),
             next_check: Instant::now(),
+            last_stamp: SystemTime::UNIX_EPOCH,
         };
         let thread = std::thread::Builder::new()
             .name(name)
@@ -136,8 +164,24 @@ impl Dialer {
 /// Who asked for a dial.
 #[derive(Debug)]
 enum Purpose {
-    Connect(Sender<Result<PeerId, ConnectError>>),
-    Keep { peer: PeerId, attempt: u32 },
+    Connect(Sender<Result<PeerId, ConnectError>>, Target),
+    Keep {
+        peer: PeerId,
+        key: Option<PublicKey>,
+        attempt: u32,
+    },
+}
+
+impl Purpose {
+    fn target(&self) -> Target {
+        match self {
+            Purpose::Connect(_, target) => *target,
+            Purpose::Keep { peer, key, .. } => Target {
+                peer: Some(*peer),
+                key: *key,
+            },
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -163,6 +207,7 @@ enum KeptState {
 #[derive(Debug)]
 struct Kept {
     addrs: Vec<SocketAddr>,
+    key: Option<PublicKey>,
     backoff: Backoff,
     attempt: u32,
     state: KeptState,
@@ -180,6 +225,8 @@ struct Run {
     next_token: usize,
     rand: Nonces,
     next_check: Instant,
+    /// The last Noise timestamp used (see `stamp`).
+    last_stamp: SystemTime,
 }
 
 impl Run {
@@ -230,17 +277,23 @@ impl Run {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Connect { addrs, reply } => self.start(Purpose::Connect(reply), addrs),
-            Command::Keep { peer, addrs } => {
+            Command::Connect {
+                addrs,
+                target,
+                reply,
+            } => self.start(Purpose::Connect(reply, target), addrs),
+            Command::Keep { peer, addrs, key } => {
                 let first = Instant::now() + self.jitter();
                 let k = self.kept.entry(peer).or_insert(Kept {
                     addrs: Vec::new(),
+                    key,
                     backoff: Backoff::default(),
                     attempt: 0,
                     state: KeptState::Waiting(first),
                 });
                 // As the original: new addresses start a fresh schedule.
                 k.addrs = addrs;
+                k.key = key;
                 k.backoff.reset();
                 if let KeptState::Waiting(_) = k.state {
                     k.state = KeptState::Waiting(first);
@@ -284,13 +337,13 @@ impl Run {
                 KeptState::Waiting(t) if t <= now => {
                     k.attempt += 1;
                     k.state = KeptState::Dialing;
-                    let (attempt, addrs) = (k.attempt, k.addrs.clone());
+                    let (attempt, addrs, key) = (k.attempt, k.addrs.clone(), k.key);
                     self.inner.emit(NetworkEvent::Dialing {
                         peer_id: peer,
                         addr: addrs[0],
                         attempt,
                     });
-                    self.start(Purpose::Keep { peer, attempt }, addrs);
+                    self.start(Purpose::Keep { peer, key, attempt }, addrs);
                 }
                 _ => {}
             }
@@ -310,15 +363,24 @@ impl Run {
         mut last: Option<io::Error>,
         started: Instant,
     ) {
-        let expected = match purpose {
-            Purpose::Keep { peer, .. } => Some(peer),
-            Purpose::Connect(_) => None,
-        };
-        let config = &self.inner.config;
+        let target = purpose.target();
         while let Some(&addr) = addrs.get(at) {
-            let upgrade = Upgrade::new(self.inner.local.clone(), expected);
+            let now = self.stamp();
+            let upgrade =
+                match Upgrade::outbound(self.inner.local.clone(), target.peer, target.key, now) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        log::warn!(
+                            "network {}: cannot dial {addr}: {e}",
+                            self.inner.local.peer_id
+                        );
+                        self.finish(purpose, Some(addr), Err(ConnectError::Handshake(e)));
+                        return;
+                    }
+                };
             let token = Token(self.next_token);
             self.next_token += 1;
+            let config = &self.inner.config;
             let pending =
                 Pending::outbound(addr, upgrade, config.dial_timeout, config.handshake_timeout)
                     .and_then(|mut p| p.register(self.poll.registry(), token).map(|()| p));
@@ -383,10 +445,10 @@ impl Run {
                 Step::Done(upgraded) => {
                     let d = self.remove(token);
                     let addr = d.addrs[d.at];
-                    let stream = d.pending.into_std(self.poll.registry());
-                    let admitted = self
-                        .inner
-                        .admit(stream, upgraded, ConnectionOrigin::Outbound);
+                    let (stream, noise) = d.pending.into_parts(self.poll.registry());
+                    let admitted =
+                        self.inner
+                            .admit(stream, upgraded, noise, ConnectionOrigin::Outbound);
                     self.finish(d.purpose, Some(addr), admitted);
                     return;
                 }
@@ -397,6 +459,16 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// The wall clock for a Noise handshake's anti-replay timestamp, made to grow by at least
+    /// a millisecond from one dial to the next: a mutual-auth responder refuses a timestamp
+    /// that is not newer than the last one it took from this node, and two dials of this node
+    /// within one millisecond would otherwise look like a replay.
+    fn stamp(&mut self) -> SystemTime {
+        let now = SystemTime::now().max(self.last_stamp + Duration::from_millis(1));
+        self.last_stamp = now;
+        now
     }
 
     fn remove(&mut self, token: Token) -> Dial {
@@ -451,10 +523,10 @@ impl Run {
         result: Result<PeerId, ConnectError>,
     ) {
         match purpose {
-            Purpose::Connect(reply) => {
+            Purpose::Connect(reply, _) => {
                 let _ = reply.send(result);
             }
-            Purpose::Keep { peer, attempt } => {
+            Purpose::Keep { peer, attempt, .. } => {
                 let cfg = self.inner.config.reconnect.clone();
                 let jitter = self.jitter();
                 let Some(k) = self.kept.get_mut(&peer) else {

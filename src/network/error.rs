@@ -30,6 +30,17 @@ pub enum BuildError {
     ReservedProtocol(ProtocolId),
     /// One of the network's threads could not be started.
     Spawn(io::Error),
+    /// No connection security was chosen: [`noise`](super::NetworkBuilder::noise), or, for
+    /// trusted networks and tests,
+    /// [`insecure_plaintext`](super::NetworkBuilder::insecure_plaintext).
+    NoSecurity,
+    /// The Noise configuration announces another peer id than the network's.
+    PeerIdMismatch {
+        /// The network's.
+        network: PeerId,
+        /// The Noise configuration's.
+        noise: PeerId,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -41,6 +52,13 @@ impl fmt::Display for BuildError {
                 write!(f, "{p} is reserved for the network's health checks")
             }
             BuildError::Spawn(e) => write!(f, "cannot start a network thread: {e}"),
+            BuildError::NoSecurity => {
+                f.write_str("no connection security chosen: noise, or insecure plaintext by name")
+            }
+            BuildError::PeerIdMismatch { network, noise } => write!(
+                f,
+                "the noise configuration is for peer {noise}, the network for peer {network}"
+            ),
         }
     }
 }
@@ -55,8 +73,8 @@ impl std::error::Error for BuildError {
     }
 }
 
-/// Why a connection's upgrade (the identity step, then the Aptos handshake) was refused or
-/// could not complete. On the dialing side it is returned inside [`ConnectError::Handshake`]
+/// Why a connection's upgrade (the identity step, Noise IK or the insecure plain exchange,
+/// then the Aptos handshake) was refused or could not complete. On the dialing side it is returned inside [`ConnectError::Handshake`]
 /// or reported as [`NetworkEvent::DialFailed`](super::NetworkEvent::DialFailed); on the
 /// listening side it is logged and the socket is closed.
 #[derive(Debug)]
@@ -101,6 +119,22 @@ pub enum HandshakeError {
     Closed,
     /// Reading or writing the socket failed.
     Io(io::Error),
+    /// The Noise handshake was refused or failed: on the listener, the client is unknown,
+    /// untrusted, replayed its timestamp or sent bytes that do not authenticate; on the dialer,
+    /// the server does not hold the key dialed. Counted by kind in the node's
+    /// [`NoiseStats`](crate::noise::NoiseStats).
+    Noise(crate::noise::HandshakeError),
+    /// A Noise message of the Aptos handshake was refused (tampered, bad length): counted in
+    /// the node's [`NoiseStats`](crate::noise::NoiseStats).
+    NoiseMessage(crate::noise::ReadError),
+    /// The Noise message that ends the remote's handshake message carries more bytes after
+    /// it (a conforming remote flushes its handshake message on its own).
+    TrailingBytes {
+        /// The bytes after the handshake message.
+        len: usize,
+    },
+    /// A dial over Noise without the remote's peer id and static key.
+    MissingKey,
 }
 
 impl fmt::Display for HandshakeError {
@@ -129,6 +163,15 @@ impl fmt::Display for HandshakeError {
             HandshakeError::TimedOut => f.write_str("handshake timed out"),
             HandshakeError::Closed => f.write_str("connection closed during the handshake"),
             HandshakeError::Io(e) => write!(f, "handshake i/o error: {e}"),
+            HandshakeError::Noise(e) => write!(f, "noise handshake failed: {e}"),
+            HandshakeError::NoiseMessage(e) => write!(f, "during the handshake: {e}"),
+            HandshakeError::TrailingBytes { len } => write!(
+                f,
+                "{len} bytes after the handshake message in its noise message"
+            ),
+            HandshakeError::MissingKey => {
+                f.write_str("a dial over noise needs the remote's peer id and static key")
+            }
         }
     }
 }
@@ -137,6 +180,8 @@ impl std::error::Error for HandshakeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             HandshakeError::Io(e) => Some(e),
+            HandshakeError::Noise(e) => Some(e),
+            HandshakeError::NoiseMessage(e) => Some(e),
             _ => None,
         }
     }
@@ -159,6 +204,12 @@ pub enum ConnectError {
     Spawn(io::Error),
     /// The network is shutting down.
     ShuttingDown,
+    /// This network runs Noise: a dial must name the peer and the static key it is to prove
+    /// ([`connect`](super::Network::connect)).
+    KeyRequired,
+    /// This network runs insecure plaintext, which cannot check a key: dial with
+    /// [`connect_insecure`](super::Network::connect_insecure).
+    InsecureNetwork,
 }
 
 impl fmt::Display for ConnectError {
@@ -170,6 +221,12 @@ impl fmt::Display for ConnectError {
             ConnectError::AlreadyConnected(p) => write!(f, "already connected to peer {p}"),
             ConnectError::Spawn(e) => write!(f, "cannot start the connection: {e}"),
             ConnectError::ShuttingDown => f.write_str("network is shutting down"),
+            ConnectError::KeyRequired => {
+                f.write_str("this network runs noise: dial with the peer's id and key")
+            }
+            ConnectError::InsecureNetwork => {
+                f.write_str("this network runs insecure plaintext: it cannot check a key")
+            }
         }
     }
 }
@@ -179,7 +236,10 @@ impl std::error::Error for ConnectError {
         match self {
             ConnectError::Resolve(e) | ConnectError::Dial(e) | ConnectError::Spawn(e) => Some(e),
             ConnectError::Handshake(e) => Some(e),
-            ConnectError::AlreadyConnected(_) | ConnectError::ShuttingDown => None,
+            ConnectError::AlreadyConnected(_)
+            | ConnectError::ShuttingDown
+            | ConnectError::KeyRequired
+            | ConnectError::InsecureNetwork => None,
         }
     }
 }
@@ -199,6 +259,12 @@ pub enum KeepError {
     LocalPeer,
     /// The network is shutting down.
     ShuttingDown,
+    /// This network runs Noise: name the peer's static key
+    /// ([`keep_connected`](super::Network::keep_connected)).
+    KeyRequired,
+    /// This network runs insecure plaintext, which cannot check a key: use
+    /// [`keep_connected_insecure`](super::Network::keep_connected_insecure).
+    InsecureNetwork,
 }
 
 impl fmt::Display for KeepError {
@@ -207,6 +273,10 @@ impl fmt::Display for KeepError {
             KeepError::Resolve(e) => write!(f, "cannot resolve the address: {e}"),
             KeepError::LocalPeer => f.write_str("the peer is this node"),
             KeepError::ShuttingDown => f.write_str("network is shutting down"),
+            KeepError::KeyRequired => f.write_str("this network runs noise: name the peer's key"),
+            KeepError::InsecureNetwork => {
+                f.write_str("this network runs insecure plaintext: it cannot check a key")
+            }
         }
     }
 }

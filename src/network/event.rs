@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::handshake::ProtocolIdSet;
+use crate::noise::{PublicKey, Trust};
 use crate::peer::{DisconnectReason, DrainReport, PeerId};
 
 /// A change in the set of connected peers, the end of a replaced connection, or a background
@@ -126,4 +127,21 @@ pub struct ConnectionInfo {
     /// The protocols negotiated in the handshake: those both ends announced. A
     /// [`Link`](super::Link) refuses to send on any other.
     pub protocols: ProtocolIdSet,
+    /// How the remote proved who it is.
+    pub authentication: Authentication,
+}
+
+/// How a connection's remote proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authentication {
+    /// Insecure plaintext: the peer id is whatever the remote said, and nothing is encrypted.
+    InsecurePlaintext,
+    /// Noise IK: the remote proved that it holds `key`, and every byte is encrypted.
+    Noise {
+        /// The remote's static public key.
+        key: PublicKey,
+        /// Whether the remote is in the trusted set (on a maybe-mutual listener, strangers
+        /// are let in as `Untrusted`).
+        trust: Trust,
+    },
 }

@@ -17,6 +17,7 @@ use super::monitor::{Control, Watched};
 use super::registry::{Conn, Placement, Registry};
 use super::upgrade::{Local, Upgraded};
 use crate::config::PeerConfig;
+use crate::noise::{NoiseReader, NoiseWriter};
 use crate::peer::{DisconnectReason, Handler, Inbound, Peer, PeerId};
 use crate::proto::ProtocolId;
 
@@ -64,6 +65,7 @@ impl Inner {
         &self,
         stream: TcpStream,
         upgraded: Upgraded,
+        noise: Option<(NoiseWriter, NoiseReader)>,
         origin: ConnectionOrigin,
     ) -> Result<PeerId, ConnectError> {
         let local = self.local.peer_id;
@@ -76,6 +78,9 @@ impl Inner {
             .remote_peer_id(peer_id)
             .handler(HEALTH_CHECK_PROTOCOL, self.health_tx.clone())
             .on_disconnect(notice_tx);
+        if let Some((writer, reader)) = noise {
+            builder = builder.noise_halves(writer, reader);
+        }
         for (p, h) in &self.handlers {
             builder = builder.handler(*p, h.clone());
         }
@@ -88,6 +93,7 @@ impl Inner {
             local_addr,
             remote_addr,
             protocols: upgraded.protocols,
+            authentication: upgraded.authentication,
         };
         let conn = Conn {
             info,

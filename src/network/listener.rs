@@ -4,7 +4,9 @@
 //! timeout. Upgrades are driven here, non-blocking (`pending.rs`), so a slow or silent client
 //! holds no thread: it only occupies one of `max_pending_handshakes` slots until its deadline.
 //!
-//! An accepted connection goes through the identity step and the Aptos handshake; a refused
+//! An accepted connection goes through the identity step (over Noise, the responder's side of
+//! the Noise IK handshake, reading at most what the client's message still lacks) and the
+//! Aptos handshake; a refused
 //! or timed-out one is logged and closed; an upgraded one is handed to the network, which
 //! spawns the peer and places it in the peer table (settling any collision there: an inbound
 //! connection from a peer already connected is not refused here, since the remote may have
@@ -162,7 +164,7 @@ impl Accept {
         }
         let token = Token(self.next_token);
         self.next_token += 1;
-        let upgrade = Upgrade::new(self.inner.local.clone(), None);
+        let upgrade = Upgrade::inbound(self.inner.local.clone());
         let started = Pending::inbound(stream, upgrade, self.inner.config.handshake_timeout)
             .and_then(|mut p| p.register(self.poll.registry(), token).map(|()| p));
         match started {
@@ -187,10 +189,10 @@ impl Accept {
                 Step::Identified(_) => p.proceed(),
                 Step::Done(upgraded) => {
                     let (p, from) = self.pending.remove(&token).expect("just found");
-                    let stream = p.into_std(self.poll.registry());
-                    if let Err(e) = self
-                        .inner
-                        .admit(stream, upgraded, ConnectionOrigin::Inbound)
+                    let (stream, noise) = p.into_parts(self.poll.registry());
+                    if let Err(e) =
+                        self.inner
+                            .admit(stream, upgraded, noise, ConnectionOrigin::Inbound)
                     {
                         log::warn!(
                             "network {}: connection from {from} (peer {}) not admitted: {e}",
@@ -236,6 +238,11 @@ impl Accept {
             // Also what a dialer does on finding us already connected: not misbehaviour.
             HandshakeError::Closed => {
                 log::debug!("network {local}: connection from {from} closed during its upgrade")
+            }
+            // Counted by kind and logged, thinned, by the Noise layer: a flood of bad
+            // handshakes costs a log line per doubling, not one per connection.
+            HandshakeError::Noise(e) => {
+                log::debug!("network {local}: refused connection from {from}: {e}")
             }
             e => log::warn!("network {local}: refused connection from {from}: {e}"),
         }

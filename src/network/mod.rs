@@ -1,5 +1,6 @@
 //! A [`Network`]: this node's set of peer connections over TCP. It accepts and dials
-//! connections, upgrades each (an identity step, then the Aptos handshake v1), keeps at most
+//! connections, upgrades each (Noise IK, or an insecure plaintext identity step chosen by name,
+//! then the Aptos handshake v1), keeps at most
 //! one connection per peer, keeps the peers the application names connected (redialing with
 //! backoff), shares one set of handlers between all peers, broadcasts, checks every peer's
 //! health and reports each connection's end with its [`DrainReport`].
@@ -20,17 +21,34 @@
 //! `dia` and `mon` for the roles and the first four bytes of this node's id in hex (15 bytes,
 //! the most a Linux thread name holds); their log lines start with `network <local id>`.
 //!
-//! # Upgrade
+//! # Security and upgrade
 //!
-//! On a fresh TCP connection each side first states who it is. With
-//! [`Transport::PlainTcp`] (the only transport so far) that is a plain, unauthenticated
-//! exchange of the two 32-byte `PeerId`s, specific to syncpeer and meant for trusted networks
-//! and tests; the original runs Noise IK there, which a later transport will do in its place.
+//! A network runs every connection inside Noise IK, as Aptos does
+//! ([`NetworkBuilder::noise`]), or, chosen by name for tests and networks that are trusted or
+//! tunnelled already, in insecure plaintext ([`NetworkBuilder::insecure_plaintext`]); one of
+//! the two is required.
+//!
+//! On a fresh TCP connection each side first establishes who the other is. Over Noise that is
+//! the Noise IK handshake (`crate::noise`): the dialer names the peer and its static key
+//! ([`connect`](Network::connect), [`keep_connected`](Network::keep_connected)) and the
+//! handshake proves that the remote holds it; the listener checks the client's key against the
+//! trusted set as its [`AuthMode`](crate::noise::AuthMode) says (mutual: only trusted peers,
+//! with anti-replay timestamps; maybe-mutual: strangers too, as
+//! [`Trust::Untrusted`](crate::noise::Trust)), and the trusted set can be updated while the
+//! network runs ([`noise_config`](Network::noise_config)). A refused or failed handshake is a
+//! typed [`HandshakeError::Noise`], counted by kind in the node's
+//! [`NoiseStats`](crate::noise::NoiseStats) and logged. From then on every byte is encrypted,
+//! the Aptos handshake's included, and the session's halves go to the connection's writer and
+//! reader. In plaintext, each side sends its 32-byte `PeerId`, taken on trust
+//! ([`connect_insecure`](Network::connect_insecure),
+//! [`keep_connected_insecure`](Network::keep_connected_insecure)).
+//!
 //! Then both sides exchange the Aptos `HandshakeMsg` byte for byte (BCS, behind a `u16`
 //! big-endian length: see `handshake.rs`) and negotiate as the original does: same
 //! [`ChainId`], same [`NetworkId`], a common messaging version with at least one common
 //! protocol. The common protocols are the connection's [`ConnectionInfo::protocols`], and a
-//! [`Link`] refuses at once to send on any other ([`LinkError::NotNegotiated`]).
+//! [`Link`] refuses at once to send on any other ([`LinkError::NotNegotiated`]). How the
+//! remote proved who it is stays in [`ConnectionInfo::authentication`].
 //!
 //! # One connection per peer
 //!
@@ -79,9 +97,10 @@
 //!
 //! const ASK: ProtocolId = ProtocolId(0);
 //! let (tx, inbound) = crossbeam_channel::unbounded::<Inbound>();
-//! let server = Network::builder(PeerId::from_u64(1)).handler(ASK, tx).build()?;
-//! let client = Network::builder(PeerId::from_u64(2)).protocol(ASK).build()?;
-//! client.connect(server.listen("127.0.0.1:0")?)?;
+//! // Plaintext, to keep the example on its point: see the next one for Noise.
+//! let server = Network::builder(PeerId::from_u64(1)).insecure_plaintext().handler(ASK, tx).build()?;
+//! let client = Network::builder(PeerId::from_u64(2)).insecure_plaintext().protocol(ASK).build()?;
+//! client.connect_insecure(server.listen("127.0.0.1:0")?)?;
 //! let link = client.wait_for_peer(PeerId::from_u64(1), Duration::from_secs(10))?;
 //! let call = link.rpc_start(ASK, Bytes::from_static(b"q"), Duration::from_secs(10))?;
 //! // A request has reached the server's RPC-answering thread; its answer is owed.
@@ -108,22 +127,35 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use syncpeer::network::{Network, NetworkEvent};
+//! use syncpeer::network::{Authentication, Network, NetworkEvent};
+//! use syncpeer::noise::{AuthMode, NoiseConfig, StaticKeypair, Trust, TrustedPeers};
 //! use syncpeer::{Bytes, Inbound, PeerId, ProtocolId};
 //!
 //! const VOTES: ProtocolId = ProtocolId(1);
+//! // Two validators: each holds a static key, and both trust both (mutual authentication).
+//! let (id_a, key_a) = (PeerId::from_u64(1), StaticKeypair::generate()?);
+//! let (id_b, key_b) = (PeerId::from_u64(2), StaticKeypair::generate()?);
+//! let trusted = TrustedPeers::new();
+//! trusted.insert(id_a, [key_a.public_key()]);
+//! trusted.insert(id_b, [key_b.public_key()]);
+//! let public_b = key_b.public_key();
+//! let noise_a = NoiseConfig::new(key_a, id_a, AuthMode::Mutual, trusted.clone());
+//! let noise_b = NoiseConfig::new(key_b, id_b, AuthMode::Mutual, trusted);
+//!
 //! let (tx_a, _rx_a) = crossbeam_channel::unbounded::<Inbound>();
 //! let (tx_b, rx_b) = crossbeam_channel::unbounded::<Inbound>();
-//! let a = Network::builder(PeerId::from_u64(1)).handler(VOTES, tx_a).build()?;
-//! let b = Network::builder(PeerId::from_u64(2)).handler(VOTES, tx_b).build()?;
+//! let a = Network::builder(id_a).noise(noise_a).handler(VOTES, tx_a).build()?;
+//! let b = Network::builder(id_b).noise(noise_b).handler(VOTES, tx_b).build()?;
 //! let addr = b.listen("127.0.0.1:0")?;
-//! a.keep_connected(PeerId::from_u64(2), addr)?; // dialed now, and again whenever lost
+//! a.keep_connected(id_b, addr, public_b)?; // dialed now, and again whenever lost
 //! a.wait_for_peer(PeerId::from_u64(2), Duration::from_secs(10))?;
 //! for (peer, result) in a.broadcast(VOTES, Bytes::from_static(b"vote")) {
 //!     result?;
 //! }
 //! let vote = rx_b.recv_timeout(Duration::from_secs(10))?;
 //! assert_eq!(&vote.data()[..], b"vote");
+//! let info = a.connection(id_b).expect("connected");
+//! assert_eq!(info.authentication, Authentication::Noise { key: public_b, trust: Trust::Trusted });
 //! let reports = a.shutdown();
 //! assert!(reports.iter().all(|(_, r)| r.is_clean()));
 //! # b.shutdown();
@@ -157,19 +189,22 @@ use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
 pub use self::builder::NetworkBuilder;
-pub use self::config::{HealthCheckConfig, NetworkConfig, ReconnectConfig, Transport};
+pub use self::config::{HealthCheckConfig, NetworkConfig, ReconnectConfig};
 pub use self::error::{BuildError, ConnectError, HandshakeError, KeepError, LinkError, WaitError};
-pub use self::event::{ConnectionId, ConnectionInfo, ConnectionOrigin, NetworkEvent};
+pub use self::event::{
+    Authentication, ConnectionId, ConnectionInfo, ConnectionOrigin, NetworkEvent,
+};
 pub use self::handshake::{ChainId, NetworkId, ProtocolIdSet};
 pub use self::health::HEALTH_CHECK_PROTOCOL;
 pub use self::link::Link;
 pub use self::peer_id::ParsePeerIdError;
 
-use self::dialer::{Command, Dialer};
+use self::dialer::{Command, Dialer, Target, resolve};
 use self::inner::{Inner, thread_name};
 use self::listener::Listener;
 use self::monitor::Control;
 use crate::error::TrySendError;
+use crate::noise::{ConnectionSecurity, NoiseConfig, PublicKey};
 use crate::peer::{DisconnectReason, DrainReport, PeerId, PeerMetrics, Receipt};
 use crate::proto::ProtocolId;
 
@@ -189,17 +224,6 @@ pub struct Network {
     inner: Arc<Inner>,
     listeners: Mutex<Vec<Listener>>,
     threads: Mutex<Option<Threads>>,
-}
-
-fn resolve(addr: impl ToSocketAddrs) -> std::io::Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-    if addrs.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the address resolved to nothing",
-        ));
-    }
-    Ok(addrs)
 }
 
 impl Network {
@@ -239,48 +263,131 @@ impl Network {
         Ok(addr)
     }
 
-    /// Dials `addr` (each address it resolves to in turn, within `dial_timeout` each),
-    /// upgrades the connection (within `handshake_timeout`) and registers it. The dial runs
-    /// on the network's dialer thread; the calling thread blocks until it is over: at most
-    /// those timeouts (plus, if the network starts shutting down meanwhile, the new
-    /// connection's drain, bounded by `linger`).
+    /// Dials the node `peer` at `addr` over Noise (each address `addr` resolves to in turn,
+    /// within `dial_timeout` each), upgrades the connection (within `handshake_timeout`) and
+    /// registers it. The Noise handshake proves that the remote holds `key` (as Aptos dials a
+    /// peer id with an address that names its key); `peer` is the id the connection is then
+    /// known by. The dial runs on the network's dialer thread; the calling thread blocks until
+    /// it is over: at most those timeouts (plus, if the network starts shutting down meanwhile,
+    /// the new connection's drain, bounded by `linger`).
     ///
-    /// Returns the remote's id once the peer is connected: through this connection, or
-    /// through another one that won a dial collision with it (see the [module docs](self)).
+    /// Returns `peer` once it is connected: through this connection, or through another one
+    /// that won a dial collision with it (see the [module docs](self)).
     ///
     /// # Errors
     ///
     /// [`ConnectError`]: the address did not resolve, no address answered, the upgrade was
-    /// refused or timed out, the peer was [already connected](ConnectError::AlreadyConnected)
-    /// (its connection is left alone), the threads could not start, or the network is
-    /// shutting down.
-    pub fn connect(&self, addr: impl ToSocketAddrs) -> Result<PeerId, ConnectError> {
+    /// refused or timed out (the server does not hold `key`:
+    /// [`HandshakeError::Noise`]; it refused us: [`HandshakeError::Closed`], which it counts),
+    /// the peer was [already connected](ConnectError::AlreadyConnected) (its connection is
+    /// left alone), the threads could not start, the network is shutting down, or it runs
+    /// insecure plaintext ([`ConnectError::InsecureNetwork`]).
+    pub fn connect(
+        &self,
+        addr: impl ToSocketAddrs,
+        peer: PeerId,
+        key: PublicKey,
+    ) -> Result<PeerId, ConnectError> {
+        if !self.is_noise() {
+            return Err(ConnectError::InsecureNetwork);
+        }
+        self.dial(
+            addr,
+            Target {
+                peer: Some(peer),
+                key: Some(key),
+            },
+        )
+    }
+
+    /// Dials `addr` on a network that runs insecure plaintext, and takes whoever answers at
+    /// its word: the remote's id is the one it sends. Otherwise as
+    /// [`connect`](Network::connect), and returns the remote's id.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Network::connect); [`ConnectError::KeyRequired`] on a network that
+    /// runs Noise.
+    pub fn connect_insecure(&self, addr: impl ToSocketAddrs) -> Result<PeerId, ConnectError> {
+        if self.is_noise() {
+            return Err(ConnectError::KeyRequired);
+        }
+        self.dial(
+            addr,
+            Target {
+                peer: None,
+                key: None,
+            },
+        )
+    }
+
+    fn dial(&self, addr: impl ToSocketAddrs, target: Target) -> Result<PeerId, ConnectError> {
         if self.is_shutting_down() {
             return Err(ConnectError::ShuttingDown);
         }
         let addrs = resolve(addr).map_err(ConnectError::Resolve)?;
         let (reply, answer) = crossbeam_channel::bounded(1);
-        if !self.inner.dialer.send(Command::Connect { addrs, reply }) {
+        let command = Command::Connect {
+            addrs,
+            target,
+            reply,
+        };
+        if !self.inner.dialer.send(command) {
             return Err(ConnectError::ShuttingDown);
         }
         // The dialer answers within the timeouts, or drops `reply` when it stops.
         answer.recv().unwrap_or(Err(ConnectError::ShuttingDown))
     }
 
-    /// Keeps `peer`, reachable at `addr`, connected until shutdown or
-    /// [`stop_keeping`](Network::stop_keeping): whenever it has no connection (none yet, or
-    /// the last one ended, whatever the reason) the dialer thread dials it, and retries
-    /// after each failure with the backoff of [`ReconnectConfig`]; each attempt is reported
-    /// as [`NetworkEvent::Dialing`], each failure as [`NetworkEvent::DialFailed`]. A dial
-    /// that reaches another peer fails ([`HandshakeError::UnexpectedPeer`]). Naming a kept
-    /// peer again replaces its addresses and restarts its backoff. Does not block: `addr` is
-    /// resolved here, once.
+    /// Keeps `peer`, reachable at `addr` and holding `key`, connected over Noise until
+    /// shutdown or [`stop_keeping`](Network::stop_keeping): whenever it has no connection
+    /// (none yet, or the last one ended, whatever the reason) the dialer thread dials it, and
+    /// retries after each failure with the backoff of [`ReconnectConfig`]; each attempt is
+    /// reported as [`NetworkEvent::Dialing`], each failure as [`NetworkEvent::DialFailed`].
+    /// Naming a kept peer again replaces its addresses and key and restarts its backoff. Does
+    /// not block: `addr` is resolved here, once.
     ///
     /// # Errors
     ///
-    /// [`KeepError`]: the address did not resolve, `peer` is this node, or the network is
-    /// shutting down.
-    pub fn keep_connected(&self, peer: PeerId, addr: impl ToSocketAddrs) -> Result<(), KeepError> {
+    /// [`KeepError`]: the address did not resolve, `peer` is this node, the network is
+    /// shutting down, or it runs insecure plaintext ([`KeepError::InsecureNetwork`]).
+    pub fn keep_connected(
+        &self,
+        peer: PeerId,
+        addr: impl ToSocketAddrs,
+        key: PublicKey,
+    ) -> Result<(), KeepError> {
+        if !self.is_noise() {
+            return Err(KeepError::InsecureNetwork);
+        }
+        self.keep(peer, addr, Some(key))
+    }
+
+    /// [`keep_connected`](Network::keep_connected) on a network that runs insecure
+    /// plaintext: a dial that reaches another peer than `peer` fails
+    /// ([`HandshakeError::UnexpectedPeer`]), but nothing proves that the remote is `peer`.
+    ///
+    /// # Errors
+    ///
+    /// As [`keep_connected`](Network::keep_connected); [`KeepError::KeyRequired`] on a
+    /// network that runs Noise.
+    pub fn keep_connected_insecure(
+        &self,
+        peer: PeerId,
+        addr: impl ToSocketAddrs,
+    ) -> Result<(), KeepError> {
+        if self.is_noise() {
+            return Err(KeepError::KeyRequired);
+        }
+        self.keep(peer, addr, None)
+    }
+
+    fn keep(
+        &self,
+        peer: PeerId,
+        addr: impl ToSocketAddrs,
+        key: Option<PublicKey>,
+    ) -> Result<(), KeepError> {
         if peer == self.local_peer_id() {
             return Err(KeepError::LocalPeer);
         }
@@ -288,10 +395,25 @@ impl Network {
             return Err(KeepError::ShuttingDown);
         }
         let addrs = resolve(addr).map_err(KeepError::Resolve)?;
-        if !self.inner.dialer.send(Command::Keep { peer, addrs }) {
+        if !self.inner.dialer.send(Command::Keep { peer, addrs, key }) {
             return Err(KeepError::ShuttingDown);
         }
         Ok(())
+    }
+
+    /// The Noise configuration every connection runs under, or `None` on a network that runs
+    /// insecure plaintext. Its [`trusted_peers`](NoiseConfig::trusted_peers) can be updated
+    /// while the network runs (the next handshakes see the change; connections up stay up),
+    /// and its [`stats`](NoiseConfig::stats) count every handshake and transport outcome.
+    pub fn noise_config(&self) -> Option<&NoiseConfig> {
+        match &self.inner.local.security {
+            ConnectionSecurity::Noise(config) => Some(config),
+            ConnectionSecurity::InsecurePlaintext => None,
+        }
+    }
+
+    fn is_noise(&self) -> bool {
+        self.noise_config().is_some()
     }
 
     /// Stops redialing `peer`. Its connection, if any, stays up.

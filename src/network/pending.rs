@@ -13,6 +13,7 @@ use mio::{Interest, Registry, Token};
 
 use super::error::HandshakeError;
 use super::upgrade::{Progress, Upgrade, Upgraded};
+use crate::noise::{NoiseReader, NoiseWriter};
 use crate::peer::PeerId;
 
 /// Where a pending connection stands after [`Pending::drive`].
@@ -181,10 +182,14 @@ impl Pending {
         }
     }
 
-    /// The upgraded socket, taken out of `registry`, for the peer's threads.
-    pub(crate) fn into_std(mut self, registry: &Registry) -> std::net::TcpStream {
+    /// The upgraded socket, taken out of `registry`, and over Noise the session's halves, for
+    /// the peer's threads.
+    pub(crate) fn into_parts(
+        mut self,
+        registry: &Registry,
+    ) -> (std::net::TcpStream, Option<(NoiseWriter, NoiseReader)>) {
         let _ = registry.deregister(&mut self.stream);
-        self.stream.into()
+        (self.stream.into(), self.upgrade.into_noise())
     }
 
     /// Takes the socket out of `registry` before it is dropped.

@@ -3,27 +3,42 @@
 //! of messaging, and belongs to the peer's reader), and what the bytes read mean. The
 //! listener and the dialer drive it from their `mio::Poll` (`pending.rs`).
 //!
-//! Two steps, as in the original (which runs Noise IK, then the handshake):
+//! Two steps, as in the original:
 //!
-//! 1. **Identity.** Who the remote is. With [`Transport::PlainTcp`](super::Transport), the only
-//!    transport so far, each side writes its 32-byte `PeerId` and reads the remote's: a plain,
-//!    unauthenticated exchange, specific to syncpeer, for trusted networks and tests (the
-//!    original has no such step; its Noise handshake proves the remote's key). Checked here:
-//!    not ourselves ([`HandshakeError::SelfConnection`]), and on a dial to a kept peer, the peer
-//!    expected ([`HandshakeError::UnexpectedPeer`]). The driver then decides whether to go on
-//!    ([`Upgrade::proceed`]): a dial to a peer already connected stops here, so the remote
-//!    never completes a handshake on it and never uses it.
+//! 1. **Identity.** Who the remote is.
+//!    - With [`ConnectionSecurity::Noise`], the Noise IK handshake (`crate::noise`): the dialer
+//!      sends its 168-byte message and reads the 48-byte answer, the listener the other way
+//!      round, reading at most what the message still lacks. The remote's `PeerId` is the one
+//!      the handshake authenticated: the one dialed, or the one the client proved (checked
+//!      against the trusted set as the node's [`AuthMode`](crate::noise::AuthMode) requires).
+//!      From here on both directions are Noise transport messages.
+//!    - With [`ConnectionSecurity::InsecurePlaintext`], each side writes its 32-byte `PeerId`
+//!      and reads the remote's: a plain, unauthenticated exchange, specific to syncpeer, for
+//!      trusted networks and tests.
+//!
+//!    Checked here: not ourselves ([`HandshakeError::SelfConnection`]), and on a dial to a
+//!    known peer, the peer expected ([`HandshakeError::UnexpectedPeer`]). The driver then
+//!    decides whether to go on ([`Upgrade::proceed`]): a dial to a peer already connected
+//!    stops here, so the remote never completes a handshake on it and never uses it.
 //! 2. **Aptos handshake v1.** Each side writes its `HandshakeMsg` behind a `u16` big-endian
-//!    length and reads the remote's, then both negotiate (`handshake.rs`).
-//!
-//! A Noise IK step replaces step 1 alone: it yields the remote's `PeerId` the same way. (The
-//! bytes of step 2 and of messaging then travel inside Noise frames, which the peer's threads
-//! would have to carry too; they do not yet.)
+//!    length and reads the remote's, then both negotiate (`handshake.rs`). Over Noise, the
+//!    message is sealed as one Noise message (Aptos writes it and flushes), and the reader reads
+//!    Noise messages whole and no further, so the Noise halves go to the peer's threads at a
+//!    message boundary with their nonces where the handshake left them. A Noise message that
+//!    carries anything past the handshake message is refused: the peer's reader would never
+//!    see those bytes.
 
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::BytesMut;
 
 use super::error::HandshakeError;
+use super::event::Authentication;
 use super::handshake::{HandshakeMsg, MAX_HANDSHAKE_LEN, ProtocolIdSet};
+use crate::noise::{
+    ConnectionSecurity, Initiator, NoiseReader, NoiseSession, NoiseWriter, PublicKey, Responder,
+};
 use crate::peer::PeerId;
 
 /// Length of the plain identity step's message: one `PeerId`.
@@ -34,12 +49,17 @@ pub(crate) const IDENTITY_LEN: usize = 32;
 pub(crate) struct Local {
     pub(crate) peer_id: PeerId,
     pub(crate) handshake: HandshakeMsg,
+    pub(crate) security: ConnectionSecurity,
     /// The handshake message behind its length prefix, encoded once.
     frame: Vec<u8>,
 }
 
 impl Local {
-    pub(crate) fn new(peer_id: PeerId, handshake: HandshakeMsg) -> Local {
+    pub(crate) fn new(
+        peer_id: PeerId,
+        handshake: HandshakeMsg,
+        security: ConnectionSecurity,
+    ) -> Local {
         let msg = handshake.encode();
         assert!(
             msg.len() <= MAX_HANDSHAKE_LEN,
@@ -50,6 +70,7 @@ impl Local {
         Local {
             peer_id,
             handshake,
+            security,
             frame,
         }
     }
@@ -61,6 +82,8 @@ pub(crate) struct Upgraded {
     pub(crate) remote: PeerId,
     /// The negotiated protocols: those both ends announced.
     pub(crate) protocols: ProtocolIdSet,
+    /// How the remote proved who it is.
+    pub(crate) authentication: Authentication,
 }
 
 /// What the bytes received so far amount to.
@@ -83,29 +106,96 @@ enum Stage {
     Done,
 }
 
+/// Where the identity step stands, and what carries the handshake's bytes after it.
+#[derive(Debug)]
+enum Identity {
+    /// Plain identities, then plain bytes.
+    Plain,
+    /// A dial over Noise, waiting for the answer (boxed: the handshake state is large).
+    Initiator(Box<Initiator>),
+    /// An inbound connection over Noise, waiting for the client's message.
+    Responder(Box<Responder>),
+    /// The Noise session, once established.
+    Secured(Box<Secured>),
+    /// Between states, or after the halves were taken.
+    Taken,
+}
+
+#[derive(Debug)]
+struct Secured {
+    writer: NoiseWriter,
+    reader: NoiseReader,
+    /// Opened and not yet consumed.
+    plain: BytesMut,
+    authentication: Authentication,
+}
+
 /// One connection's upgrade.
 #[derive(Debug)]
 pub(crate) struct Upgrade {
     local: Arc<Local>,
     expected: Option<PeerId>,
+    identity: Identity,
     stage: Stage,
-    out: Vec<u8>,
+    out: BytesMut,
     written: usize,
     buf: Vec<u8>,
     remote: Option<PeerId>,
 }
 
 impl Upgrade {
-    /// Starts an upgrade; `expected` is the peer a dial is meant to reach, if known.
-    pub(crate) fn new(local: Arc<Local>, expected: Option<PeerId>) -> Upgrade {
-        let out = local.peer_id.0.to_vec();
+    /// Starts the upgrade of an accepted connection.
+    pub(crate) fn inbound(local: Arc<Local>) -> Upgrade {
+        let identity = match &local.security {
+            ConnectionSecurity::Noise(config) => {
+                Identity::Responder(Box::new(Responder::new(config)))
+            }
+            ConnectionSecurity::InsecurePlaintext => Identity::Plain,
+        };
+        Upgrade::start(local, None, identity)
+    }
+
+    /// Starts the upgrade of a dial: `expected` is the peer it is meant to reach, and over
+    /// Noise `key` the static key that peer must prove it holds; `now` stamps the Noise
+    /// handshake (the anti-replay timestamp).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::Noise`] if the random source fails;
+    /// [`HandshakeError::MissingKey`] over Noise without `expected` and `key` (the network's
+    /// API keeps this from happening).
+    pub(crate) fn outbound(
+        local: Arc<Local>,
+        expected: Option<PeerId>,
+        key: Option<PublicKey>,
+        now: SystemTime,
+    ) -> Result<Upgrade, HandshakeError> {
+        let identity = match (&local.security, expected, key) {
+            (ConnectionSecurity::Noise(config), Some(peer), Some(key)) => {
+                let init = Initiator::new(config, peer, key, now).map_err(HandshakeError::Noise)?;
+                Identity::Initiator(Box::new(init))
+            }
+            (ConnectionSecurity::Noise(_), _, _) => return Err(HandshakeError::MissingKey),
+            (ConnectionSecurity::InsecurePlaintext, _, _) => Identity::Plain,
+        };
+        Ok(Upgrade::start(local, expected, identity))
+    }
+
+    fn start(local: Arc<Local>, expected: Option<PeerId>, identity: Identity) -> Upgrade {
+        let mut out = BytesMut::new();
+        match &identity {
+            Identity::Plain => out.extend_from_slice(&local.peer_id.0),
+            Identity::Initiator(init) => out.extend_from_slice(init.first_message()),
+            _ => {}
+        }
         Upgrade {
             local,
             expected,
+            identity,
             stage: Stage::Identity,
             out,
             written: 0,
-            buf: Vec::with_capacity(IDENTITY_LEN),
+            buf: Vec::new(),
             remote: None,
         }
     }
@@ -120,210 +210,193 @@ impl Upgrade {
         self.written = (self.written + n).min(self.out.len());
     }
 
-    /// How many bytes to read at most now: exactly what the current item still lacks, so
-    /// nothing past the upgrade is ever read. Zero while waiting for `proceed` and after the
-    /// end.
+    /// How many bytes to read at most now: exactly what the current item still lacks (over
+    /// Noise, the current Noise message), so nothing past the upgrade is ever read. Zero while
+    /// waiting for `proceed` and after the end.
     pub(crate) fn want(&self) -> usize {
-        let item = match self.stage {
-            Stage::Identity => IDENTITY_LEN,
-            Stage::Length => 2,
-            Stage::Message(len) => len,
-            Stage::Identified | Stage::Done => return 0,
-        };
-        item - self.buf.len()
+        match (self.stage, &self.identity) {
+            (Stage::Identified | Stage::Done, _) => 0,
+            (Stage::Identity, Identity::Initiator(init)) => init.remaining(),
+            (Stage::Identity, Identity::Responder(resp)) => resp.remaining(),
+            (_, Identity::Secured(s)) => s.reader.message_remaining(),
+            (Stage::Identity, _) => IDENTITY_LEN - self.buf.len(),
+            (Stage::Length, _) => 2 - self.buf.len(),
+            (Stage::Message(len), _) => len - self.buf.len(),
+        }
     }
 
     /// Takes bytes read from the remote (at most [`want`](Upgrade::want) of them).
     pub(crate) fn input(&mut self, data: &[u8]) -> Result<Progress, HandshakeError> {
         debug_assert!(data.len() <= self.want(), "read past the current item");
-        let take = data.len().min(self.want());
-        self.buf.extend_from_slice(&data[..take]);
-        if self.want() > 0 {
-            return Ok(Progress::Pending);
+        let data = &data[..data.len().min(self.want())];
+        if self.stage == Stage::Identity {
+            return self.identity_input(data);
         }
-        match self.stage {
-            Stage::Identity => {
-                let mut id = [0u8; IDENTITY_LEN];
-                id.copy_from_slice(&self.buf);
-                self.buf.clear();
-                let remote = PeerId(id);
-                if remote == self.local.peer_id {
-                    return Err(HandshakeError::SelfConnection);
+        match &mut self.identity {
+            Identity::Secured(s) => {
+                s.reader
+                    .decrypt(data, &mut s.plain)
+                    .map_err(HandshakeError::NoiseMessage)?;
+                let plain = std::mem::take(&mut s.plain);
+                let progress = self.handshake_input(&plain);
+                if let Identity::Secured(s) = &mut self.identity {
+                    // Give the buffer back, emptied, to be reused.
+                    s.plain = plain;
+                    s.plain.clear();
                 }
-                if let Some(expected) = self.expected
-                    && expected != remote
-                {
-                    return Err(HandshakeError::UnexpectedPeer {
-                        expected,
-                        actual: remote,
-                    });
-                }
-                self.remote = Some(remote);
-                self.stage = Stage::Identified;
-                Ok(Progress::Identified(remote))
+                progress
             }
-            Stage::Length => {
-                let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
-                self.buf.clear();
-                if len == 0 {
-                    return HandshakeMsg::decode(&[]).map(|_| Progress::Pending);
-                }
-                self.buf.reserve(len);
-                self.stage = Stage::Message(len);
-                Ok(Progress::Pending)
-            }
-            Stage::Message(_) => {
-                let theirs = HandshakeMsg::decode(&self.buf)?;
-                let negotiated = self.local.handshake.negotiate(&theirs)?;
-                self.stage = Stage::Done;
-                let remote = self.remote.expect("the identity step came first");
-                Ok(Progress::Done(Upgraded {
-                    remote,
-                    protocols: negotiated.protocols,
-                }))
-            }
-            Stage::Identified | Stage::Done => Ok(Progress::Pending),
+            _ => self.handshake_input(data),
         }
     }
 
-    /// Goes on with the handshake after [`Progress::Identified`]: queues our message.
+    fn identity_input(&mut self, data: &[u8]) -> Result<Progress, HandshakeError> {
+        let remote = match std::mem::replace(&mut self.identity, Identity::Taken) {
+            Identity::Plain => {
+                self.identity = Identity::Plain;
+                self.buf.extend_from_slice(data);
+                if self.buf.len() < IDENTITY_LEN {
+                    return Ok(Progress::Pending);
+                }
+                let mut id = [0u8; IDENTITY_LEN];
+                id.copy_from_slice(&self.buf);
+                self.buf.clear();
+                PeerId(id)
+            }
+            Identity::Initiator(mut init) => {
+                init.read(data);
+                if init.remaining() > 0 {
+                    self.identity = Identity::Initiator(init);
+                    return Ok(Progress::Pending);
+                }
+                self.secure(init.finish().map_err(HandshakeError::Noise)?)
+            }
+            Identity::Responder(mut resp) => {
+                resp.read(data);
+                if resp.remaining() > 0 {
+                    self.identity = Identity::Responder(resp);
+                    return Ok(Progress::Pending);
+                }
+                let accepted = resp.accept().map_err(HandshakeError::Noise)?;
+                self.out.extend_from_slice(&accepted.response);
+                self.secure(accepted.session)
+            }
+            other @ (Identity::Secured(_) | Identity::Taken) => {
+                self.identity = other;
+                return Ok(Progress::Pending);
+            }
+        };
+        if remote == self.local.peer_id {
+            return Err(HandshakeError::SelfConnection);
+        }
+        if let Some(expected) = self.expected
+            && expected != remote
+        {
+            return Err(HandshakeError::UnexpectedPeer {
+                expected,
+                actual: remote,
+            });
+        }
+        self.remote = Some(remote);
+        self.stage = Stage::Identified;
+        Ok(Progress::Identified(remote))
+    }
+
+    /// Keeps an established session's halves for the handshake; returns the remote's id.
+    fn secure(&mut self, session: NoiseSession) -> PeerId {
+        let remote = session.remote_peer_id();
+        let authentication = Authentication::Noise {
+            key: session.remote_public_key(),
+            trust: session.trust(),
+        };
+        let (writer, reader) = session.split();
+        self.identity = Identity::Secured(Box::new(Secured {
+            writer,
+            reader,
+            plain: BytesMut::new(),
+            authentication,
+        }));
+        remote
+    }
+
+    /// Plaintext of the Aptos handshake, in any chunking.
+    fn handshake_input(&mut self, mut data: &[u8]) -> Result<Progress, HandshakeError> {
+        loop {
+            let item = match self.stage {
+                Stage::Length => 2,
+                Stage::Message(len) => len,
+                Stage::Identity | Stage::Identified | Stage::Done => {
+                    return if data.is_empty() {
+                        Ok(Progress::Pending)
+                    } else {
+                        Err(HandshakeError::TrailingBytes { len: data.len() })
+                    };
+                }
+            };
+            let take = data.len().min(item - self.buf.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() < item {
+                return Ok(Progress::Pending);
+            }
+            match self.stage {
+                Stage::Length => {
+                    let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
+                    self.buf.clear();
+                    if len == 0 {
+                        return HandshakeMsg::decode(&[]).map(|_| Progress::Pending);
+                    }
+                    self.buf.reserve(len);
+                    self.stage = Stage::Message(len);
+                }
+                _ => {
+                    let theirs = HandshakeMsg::decode(&self.buf)?;
+                    let negotiated = self.local.handshake.negotiate(&theirs)?;
+                    self.stage = Stage::Done;
+                    if !data.is_empty() {
+                        return Err(HandshakeError::TrailingBytes { len: data.len() });
+                    }
+                    let remote = self.remote.expect("the identity step came first");
+                    let authentication = match &self.identity {
+                        Identity::Secured(s) => s.authentication,
+                        _ => Authentication::InsecurePlaintext,
+                    };
+                    return Ok(Progress::Done(Upgraded {
+                        remote,
+                        protocols: negotiated.protocols,
+                        authentication,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Goes on with the handshake after [`Progress::Identified`]: queues our message (over
+    /// Noise, sealed as one Noise message).
     pub(crate) fn proceed(&mut self) {
-        if self.stage == Stage::Identified {
-            self.out.extend_from_slice(&self.local.frame);
-            self.stage = Stage::Length;
+        if self.stage != Stage::Identified {
+            return;
+        }
+        match &mut self.identity {
+            Identity::Secured(s) => {
+                s.writer
+                    .encrypt([&self.local.frame[..]], &mut self.out)
+                    .expect("a fresh session has nonces left");
+            }
+            _ => self.out.extend_from_slice(&self.local.frame),
+        }
+        self.stage = Stage::Length;
+    }
+
+    /// After [`Progress::Done`]: the Noise session's halves for the peer's threads (none in
+    /// plaintext), with their nonces where the handshake left them.
+    pub(crate) fn into_noise(self) -> Option<(NoiseWriter, NoiseReader)> {
+        match self.identity {
+            Identity::Secured(s) => Some((s.writer, s.reader)),
+            _ => None,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::network::handshake::{ChainId, NetworkId};
-    use crate::proto::ProtocolId;
-
-    fn local(id: u64, protocols: &[u8], chain: u8) -> Arc<Local> {
-        let set = protocols.iter().map(|p| ProtocolId(*p)).collect();
-        let msg = HandshakeMsg::v1(set, ChainId(chain), NetworkId::Validator);
-        Arc::new(Local::new(PeerId::from_u64(id), msg))
-    }
-
-    type Outcome = Option<Result<Upgraded, HandshakeError>>;
-
-    /// One side's turn: write all it has into `outbox`, read up to `chunk` of what it wants
-    /// from `inbox`.
-    fn turn(me: &mut Upgrade, inbox: &mut Vec<u8>, outbox: &mut Vec<u8>, chunk: usize) -> Outcome {
-        let out = me.output().to_vec();
-        outbox.extend_from_slice(&out);
-        me.wrote(out.len());
-        let n = me.want().min(chunk).min(inbox.len());
-        let got: Vec<u8> = inbox.drain(..n).collect();
-        match me.input(&got) {
-            Ok(Progress::Pending) => None,
-            Ok(Progress::Identified(_)) => {
-                me.proceed();
-                None
-            }
-            Ok(Progress::Done(u)) => Some(Ok(u)),
-            Err(e) => Some(Err(e)),
-        }
-    }
-
-    /// Runs two upgrades against each other, feeding `chunk` bytes at a time, each side
-    /// reading only what it wants. Returns both outcomes.
-    fn run(
-        a: &mut Upgrade,
-        b: &mut Upgrade,
-        chunk: usize,
-    ) -> [Result<Upgraded, HandshakeError>; 2] {
-        let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
-        let (mut da, mut db): (Outcome, Outcome) = (None, None);
-        for _ in 0..1000 {
-            if da.is_none() {
-                da = turn(a, &mut to_a, &mut to_b, chunk);
-            }
-            if db.is_none() {
-                db = turn(b, &mut to_b, &mut to_a, chunk);
-            }
-            if da.is_some() && db.is_some() {
-                break;
-            }
-        }
-        [da.expect("a finishes"), db.expect("b finishes")]
-    }
-
-    #[test]
-    fn bytes_on_the_wire_and_the_outcome() {
-        let (la, lb) = (local(1, &[0, 5], 4), local(2, &[0, 2, 5], 4));
-        let mut a = Upgrade::new(la.clone(), Some(PeerId::from_u64(2)));
-        assert_eq!(a.output(), PeerId::from_u64(1).0);
-        assert_eq!(a.want(), 32);
-        a.wrote(32);
-        assert!(a.output().is_empty());
-        assert_eq!(
-            a.input(&PeerId::from_u64(2).0).unwrap(),
-            Progress::Identified(PeerId::from_u64(2))
-        );
-        assert_eq!(a.want(), 0, "nothing more is read before proceed");
-        a.proceed();
-        // V1 {0, 5}: bit vector 0x84; chain 4; Validator.
-        assert_eq!(a.output(), [0x00, 0x06, 0x01, 0x00, 0x01, 0x84, 0x04, 0x00]);
-        assert_eq!(a.want(), 2);
-        let mut b = Upgrade::new(lb, None);
-        let [ra, rb] = run(&mut Upgrade::new(la, None), &mut b, usize::MAX);
-        let (ra, rb) = (ra.unwrap(), rb.unwrap());
-        let common = [ProtocolId(0), ProtocolId(5)].into_iter().collect();
-        assert_eq!(ra.protocols, common);
-        assert_eq!(rb.protocols, common);
-        assert_eq!(
-            (ra.remote, rb.remote),
-            (PeerId::from_u64(2), PeerId::from_u64(1))
-        );
-    }
-
-    #[test]
-    fn completes_one_byte_at_a_time_and_reads_nothing_past_the_end() {
-        let (la, lb) = (local(1, &[3], 4), local(2, &[3], 4));
-        let (mut a, mut b) = (Upgrade::new(la, None), Upgrade::new(lb, None));
-        let [ra, rb] = run(&mut a, &mut b, 1);
-        assert!(ra.is_ok() && rb.is_ok());
-        assert_eq!((a.want(), b.want()), (0, 0));
-    }
-
-    #[test]
-    fn refusals_on_both_sides() {
-        // Our own id comes back: a self-connection.
-        let l = local(1, &[3], 4);
-        let mut a = Upgrade::new(l.clone(), None);
-        assert!(matches!(
-            a.input(&PeerId::from_u64(1).0),
-            Err(HandshakeError::SelfConnection)
-        ));
-        // A dial reaching the wrong peer.
-        let mut a = Upgrade::new(l, Some(PeerId::from_u64(9)));
-        assert!(matches!(
-            a.input(&PeerId::from_u64(2).0),
-            Err(HandshakeError::UnexpectedPeer { expected, actual })
-                if expected == PeerId::from_u64(9) && actual == PeerId::from_u64(2)
-        ));
-        // Another chain: both sides refuse, each naming the other's.
-        let (mut a, mut b) = (
-            Upgrade::new(local(1, &[3], 4), None),
-            Upgrade::new(local(2, &[3], 7), None),
-        );
-        match run(&mut a, &mut b, 5) {
-            [
-                Err(HandshakeError::InvalidChainId { theirs: t1, .. }),
-                Err(HandshakeError::InvalidChainId { theirs: t2, .. }),
-            ] => assert_eq!((t1.0, t2.0), (7, 4)),
-            other => panic!("{other:?}"),
-        }
-        // An empty message.
-        let mut a = Upgrade::new(local(1, &[3], 4), None);
-        a.input(&PeerId::from_u64(2).0).unwrap();
-        a.proceed();
-        assert!(matches!(
-            a.input(&[0, 0]),
-            Err(HandshakeError::Malformed { .. })
-        ));
-    }
-}
+mod tests;

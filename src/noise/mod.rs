@@ -79,6 +79,7 @@ mod error;
 mod handshake;
 mod ik;
 mod keys;
+mod outgoing;
 mod reader;
 mod transport;
 mod trust;
@@ -94,6 +95,7 @@ pub use handshake::{
 };
 pub use ik::PROTOCOL_NAME;
 pub use keys::{KEY_LEN, PublicKey, StaticKeypair};
+pub(crate) use outgoing::Outgoing;
 pub use reader::NoiseReader;
 pub use transport::{
     LENGTH_PREFIX_LEN, MAX_MESSAGE_LEN, MAX_PLAINTEXT_LEN, NoiseSession, TAG_LEN, encrypted_len,

@@ -169,6 +169,18 @@ impl NoiseReader {
         matches!(self.state, ReadState::Prefix { have: 0, .. })
     }
 
+    /// Bytes that would complete the current message: what is missing of its prefix, or of
+    /// its body once the prefix is known (0 after an error). Reading at most this much never
+    /// reads past the message, which is how a caller that must stop at a message boundary
+    /// (the network's upgrade, before the peer's reader takes over) reads.
+    pub fn message_remaining(&self) -> usize {
+        match self.state {
+            ReadState::Prefix { have, .. } => LENGTH_PREFIX_LEN - have,
+            ReadState::Body { len } => len - self.pending.len(),
+            ReadState::Failed(_) => 0,
+        }
+    }
+
     /// Bytes of an incomplete message held (its prefix included).
     pub fn buffered(&self) -> usize {
         match self.state {
@@ -286,6 +298,24 @@ mod tests {
             }
         }
         assert_eq!(&out[..], b"hello world");
+    }
+
+    #[test]
+    fn message_remaining_stops_at_the_boundary() {
+        let (mut w, mut r, _) = pair();
+        let wire = seal(&mut w, &[b"abc"]);
+        let mut out = BytesMut::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let n = r.message_remaining();
+            assert!(n > 0 && at + n <= wire.len(), "{n} at {at}");
+            r.decrypt(&wire[at..at + 1], &mut out).unwrap();
+            at += 1;
+        }
+        assert_eq!(&out[..], b"abc");
+        assert_eq!(r.message_remaining(), 2, "the next prefix");
+        assert_eq!(r.decrypt(&[0, 0], &mut out), Err(ReadError::EmptyMessage));
+        assert_eq!(r.message_remaining(), 0);
     }
 
     #[test]

@@ -77,7 +77,7 @@ metrics! {
     rpc_responses_accepted,
     /// Frames read and decoded.
     frames_in,
-    /// Bytes read from the socket.
+    /// Bytes read from the socket (over Noise, ciphertext).
     bytes_in,
     /// Inbound direct sends handed to a handler.
     direct_sends_delivered,
@@ -133,7 +133,8 @@ metrics! {
     inbound_rpcs_unanswered,
     /// Write system calls that moved bytes.
     write_calls,
-    /// Bytes written to the socket (frames, including prefixes).
+    /// Bytes written to the socket (frames, including prefixes; over Noise, the ciphertext,
+    /// including the messages' prefixes and tags).
     wire_bytes_out,
     /// Batches the writer took from the frames channel.
     write_batches,
@@ -141,6 +142,11 @@ metrics! {
     outbox_depth,
     /// Messages delivered to handlers after the close started.
     delivered_during_drain,
+    /// Noise transport errors, each fatal to the connection: a message from the remote that
+    /// failed authentication, had a bad length or was cut by the end of the stream, or the
+    /// send nonce exhausted. The [`NoiseStats`](crate::noise::NoiseStats) of the session's
+    /// configuration count the reader's by kind.
+    noise_errors,
 }
 
 impl PeerMetrics {

@@ -65,6 +65,13 @@
 //! `abort` is the same sequence with a deadline of now: nothing more is written, every queued
 //! message is counted as abandoned and every waiting RPC fails with `RpcError::Cancelled`.
 //!
+//! Over Noise ([`PeerBuilder::noise`]) the sequence is the same: the writer seals the frames
+//! ahead of the marker into Noise messages and writes them, so `DrainAndClose` still follows
+//! the last encrypted frame, and the half-close comes after the last Noise message. A message
+//! counts as written once the Noise message holding its last byte is whole on the wire; when
+//! the writer gives up part way through a Noise message it writes nothing more, so the remote
+//! sees a cut message at the very end, never anything after it.
+//!
 //! # What the receiving side accounts for
 //!
 //! Every direct send and RPC request read off the socket as a whole message (a streamed one
@@ -116,6 +123,7 @@ mod shared;
 mod signal;
 mod socket;
 mod spin;
+mod transport;
 mod writer;
 
 pub use builder::{Peer, PeerBuilder};

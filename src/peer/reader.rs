@@ -17,7 +17,9 @@
 //! is held ([`Held`]), and so is every later one for that channel, in order. Holding, the
 //! reader goes on decoding what it has read and reading more, so RPC responses and messages
 //! for other handlers keep flowing, until it holds [`HOLD_LIMIT`] bytes or the socket has
-//! nothing more. Then it waits, in a `Select`, and only there: for room in a channel it holds
+//! nothing more (then it looks at the socket again every millisecond while it holds less than
+//! the limit, so that a response arriving later still gets through). It waits in a `Select`,
+//! and only there: for room in a channel it holds
 //! for, for the stop signal (`Shared::stop_reader`, which the closer fires at the drain
 //! deadline and `abort` at once), for the start of a close (which brings a deadline), and for
 //! that deadline. It never waits on the socket and a channel at once: while it waits for room
@@ -29,11 +31,15 @@
 //! against the dropping handler on an unbounded channel, quick compare bench on a 2-core
 //! machine at load 4 to 6: about 0.5 of its rate parking at once, a median of about 1.05,
 //! from 0.5 to 1.4, polling.)
+//!
+//! Over Noise the bytes read are opened first (`transport.rs`); a Noise message that fails to
+//! open, or EOF inside one, closes the connection with `InputOutputError`, counted in
+//! `noise_errors`.
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Select, Sender};
 use mio::{Events, Interest, Poll, Token};
@@ -45,7 +51,9 @@ use super::metrics::Counters;
 use super::shared::{FromReader, Shared};
 use super::socket::Half;
 use super::spin;
+use super::transport::Opening;
 use super::{DisconnectReason, Inbound};
+use crate::noise::ReadError;
 use crate::proto::{FrameDecoder, MultiplexMessage, NetworkMessage, Reassembler};
 
 pub(crate) const WAKER: Token = Token(1);
@@ -57,6 +65,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes held for full blocking handlers past which the reader reads nothing more until they
 /// have room. What it holds stays below this plus one read (or one reassembled message).
 pub(crate) const HOLD_LIMIT: usize = 64 * 1024;
+/// While it holds less than [`HOLD_LIMIT`] and the socket has nothing more, how long the reader
+/// waits for room before it looks at the socket again (for an RPC response, say).
+const RECHECK: Duration = Duration::from_millis(1);
 
 pub(crate) struct Reader {
     shared: Arc<Shared>,
@@ -64,6 +75,8 @@ pub(crate) struct Reader {
     poll: Poll,
     handlers: Handlers,
     to_mux: Sender<FromReader>,
+    /// Plaintext, or the receiving half of a Noise session (see `transport.rs`).
+    opening: Opening,
     decoder: FrameDecoder,
     reassembler: Reassembler,
     /// Direct sends waiting for room in their blocking handler.
@@ -99,9 +112,11 @@ impl Reader {
         handlers: Handlers,
         to_mux: Sender<FromReader>,
         done: Sender<()>,
+        opening: Opening,
     ) -> Reader {
         let config = &shared.config;
         Reader {
+            opening,
             decoder: FrameDecoder::new(config.max_frame_size),
             reassembler: Reassembler::new(config.max_frame_size, config.max_message_size),
             shared,
@@ -132,7 +147,7 @@ impl Reader {
         if !matches!(stop, Stop::Told) {
             // What was read whole is handed over, within the drain deadline the close just
             // set: the remote's EOF makes its last messages no less received.
-            while !self.held.is_empty() && self.wait_for_room().is_none() {}
+            while !self.held.is_empty() && self.wait_for_room(None).is_none() {}
         }
         let (expired, rest) = self.held.clear(Instant::now());
         if expired + rest > 0 {
@@ -162,7 +177,7 @@ impl Reader {
                 // Holding too much for full blocking handlers: read nothing more until they
                 // have room.
                 while self.held.bytes() >= HOLD_LIMIT {
-                    if let Some(stop) = self.wait_for_room() {
+                    if let Some(stop) = self.wait_for_room(None) {
                         return Ok(stop);
                     }
                 }
@@ -178,8 +193,10 @@ impl Reader {
             }
             // Nothing more to read for now, and messages held for full blocking handlers:
             // wait for room (not for the socket), then read again.
+            // Holding less than the limit, it looks at the socket again every `RECHECK`, so
+            // that an RPC response arriving meanwhile still reaches its caller.
             if !self.held.is_empty() {
-                if let Some(stop) = self.wait_for_room() {
+                if let Some(stop) = self.wait_for_room(Some(RECHECK)) {
                     return Ok(stop);
                 }
                 continue;
@@ -223,7 +240,9 @@ impl Reader {
     /// whatever else then fits), without reading the socket. `Some` if the reader must stop
     /// instead: told to (the closer at the drain deadline, `abort`), or the drain deadline
     /// has passed.
-    fn wait_for_room(&mut self) -> Option<Stop> {
+    /// With `recheck`, it gives up after that long (returns `None`) so that the caller can
+    /// look at the socket again.
+    fn wait_for_room(&mut self, recheck: Option<Duration>) -> Option<Stop> {
         let flushed = self.held.flush(&self.handlers, Instant::now());
         self.settle(flushed);
         if flushed != Flushed::default() || self.held.is_empty() {
@@ -231,6 +250,7 @@ impl Reader {
         }
         let waiting = self.held.waiting(&self.handlers);
         let shared = self.shared.clone();
+        let recheck_at = recheck.map(|d| Instant::now() + d);
         loop {
             if shared.reader_stop.load(Ordering::SeqCst) {
                 return Some(Stop::Told);
@@ -244,14 +264,21 @@ impl Reader {
             let i_stop = sel.recv(shared.reader_stop_signal.receiver());
             // A close started meanwhile brings a deadline: wake up to take it into account.
             let i_close = (!closing).then(|| sel.recv(shared.outbox.input_closed.receiver()));
-            let oper = match spin::poll_for(shared.config.spin, deadline, || sel.try_select().ok())
-            {
+            let wake_at = match (deadline, recheck_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let oper = match spin::poll_for(shared.config.spin, wake_at, || sel.try_select().ok()) {
                 Some(oper) => oper,
-                None => match deadline {
+                None => match wake_at {
                     None => sel.select(),
                     Some(d) => match sel.select_deadline(d) {
                         Ok(oper) => oper,
-                        Err(_) => return Some(Stop::Told),
+                        // The drain deadline: stop. Only the recheck: look at the socket.
+                        Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                            return Some(Stop::Told);
+                        }
+                        Err(_) => return None,
                     },
                 },
             };
@@ -295,6 +322,9 @@ impl Reader {
         }
         match self.half.read(buf) {
             Ok(0) => {
+                if let Err(e) = self.opening.finish() {
+                    return Ok(Read::Stop(self.noise_failed(e)));
+                }
                 if self.decoder.is_idle() {
                     return Ok(Read::Stop(Stop::Eof));
                 }
@@ -306,8 +336,13 @@ impl Reader {
                 Ok(Read::Stop(Stop::Error(DisconnectReason::InputOutputError)))
             }
             Ok(n) => {
-                self.decoder.extend(&buf[..n]);
+                let opened = self.opening.feed(&buf[..n], &mut self.decoder);
+                // What authenticated before a bad Noise message is handled first.
                 let stop = self.decode_all();
+                let stop = match opened {
+                    Err(e) if stop.is_none() => Some(self.noise_failed(e)),
+                    _ => stop,
+                };
                 // Counted once per read, not per frame.
                 let c = &self.shared.counters;
                 Counters::add(&c.bytes_in, n as u64);
@@ -323,6 +358,13 @@ impl Reader {
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Read::Data(buf.len())),
             Err(e) => Err(e),
         }
+    }
+
+    /// A Noise message refused (tampered, bad length, cut by EOF): counted, logged, fatal.
+    fn noise_failed(&self, e: ReadError) -> Stop {
+        Counters::add(&self.shared.counters.noise_errors, 1);
+        log::error!("peer {}: {e}", self.shared.remote);
+        Stop::Error(DisconnectReason::InputOutputError)
     }
 
     /// Handles every complete frame buffered; `Some` if the connection cannot go on.

@@ -6,10 +6,15 @@
 //! The socket is non-blocking; on `WouldBlock` the writer waits on its own `mio::Poll` for
 //! writability, bounded by `write_timeout` without progress and, once a close has started, by
 //! the drain deadline. Past either, after a write error, or on abort, it gives up: it writes
-//! nothing more, ever (a frame may have been cut, and nothing may follow it), and every
+//! nothing more, ever (a frame, or over Noise a Noise message, may have been cut, and nothing
+//! may follow it), and every
 //! message not yet written, in the batch at hand and in every batch that comes after, is
 //! settled as abandoned, its receipt resolved. On `DrainAndClose` it half-closes the socket,
 //! so the remote reads EOF after the last byte, and ends.
+//!
+//! Over Noise the writer seals its batches' plaintext and writes the ciphertext instead
+//! (`transport.rs`), and a message counts as written when the Noise message holding its last
+//! byte is whole on the wire.
 
 use std::io::{ErrorKind, IoSlice};
 use std::net::Shutdown;
@@ -28,6 +33,7 @@ use super::metrics::Counters;
 use super::shared::Shared;
 use super::socket::Half;
 use super::spin;
+use super::transport::{self, Sealing};
 
 pub(crate) const WAKER: Token = Token(1);
 const SOCKET: Token = Token(0);
@@ -42,6 +48,8 @@ pub(crate) struct Writer {
     half: Half,
     poll: Poll,
     frames: Receiver<ToWriter>,
+    /// Plaintext, or the sending half of a Noise session (see `transport.rs`).
+    sealing: Sealing,
     /// Once set, nothing more is written; everything is abandoned.
     broken: bool,
 }
@@ -73,12 +81,14 @@ impl Writer {
         half: Half,
         poll: Poll,
         frames: Receiver<ToWriter>,
+        sealing: Sealing,
     ) -> Writer {
         Writer {
             shared,
             half,
             poll,
             frames,
+            sealing,
             broken: false,
         }
     }
@@ -199,7 +209,10 @@ impl Writer {
     }
 
     /// One vectored write of as much as the socket takes; settles what it completes.
-    fn write_once(&self, batches: &mut [Batch]) -> std::io::Result<usize> {
+    fn write_once(&mut self, batches: &mut [Batch]) -> std::io::Result<usize> {
+        if let Sealing::Noise(out) = &mut self.sealing {
+            return transport::write_sealed(&self.half, &self.shared, out, batches);
+        }
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
         for b in batches.iter() {
             b.unwritten(&mut slices, MAX_IOV);

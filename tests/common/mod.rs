@@ -1,18 +1,35 @@
 //! Helpers shared by the loopback integration tests.
+//!
+//! The suites run in plaintext, or inside Noise when `SYNCPEER_SECURITY=noise` is set
+//! ([`Security::current`]): every connection the helpers make ([`sockets`], [`tcp_pair`],
+//! [`unix_pair`], [`secured`] for a pair made elsewhere, [`raw_pair`]) is then a Noise session,
+//! its handshake run here before the peer starts, and a [`Raw`] end driven by a test seals
+//! what it writes and opens what it reads, so a test that speaks frames speaks them inside
+//! Noise unchanged. A socket reaches a peer only through an [`End`], so no test can forget it.
 #![allow(dead_code, unreachable_pub)]
+
+mod raw;
+
+#[allow(unused_imports)] // each test binary uses some of them
+pub use raw::{Raw, RawSock, raw_pair, raw_pair_with, secured_raw};
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
+use syncpeer::noise::{
+    Accepted, AuthMode, CLIENT_MESSAGE_LEN, Initiator, NoiseConfig, NoiseSession, Responder,
+    SERVER_MESSAGE_LEN, StaticKeypair, TrustedPeers,
+};
 use syncpeer::proto::codec::encode_frame;
-use syncpeer::proto::{DirectSendMsg, FrameDecoder, MultiplexMessage, NetworkMessage};
+use syncpeer::proto::{DirectSendMsg, MultiplexMessage, NetworkMessage};
 use syncpeer::{
-    Bytes, Disconnected, DrainReport, Inbound, Peer, PeerConfig, PeerHandle, PeerId, PendingRpc,
-    ProtocolId, RpcError, Socket,
+    Bytes, Disconnected, DrainReport, Inbound, Peer, PeerBuilder, PeerConfig, PeerHandle, PeerId,
+    PendingRpc, ProtocolId, RpcError, Socket,
 };
 
 /// Bound for every blocking wait in tests: long enough for a loaded 2-core machine.
@@ -25,28 +42,187 @@ pub fn init_logging() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
-/// Two connected sockets of the given transport.
-pub fn sockets(kind: Transport) -> (Socket, Socket) {
+/// Whether connections run in plaintext or inside Noise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    Plain,
+    Noise,
+}
+
+impl Security {
+    /// The suites' security: `SYNCPEER_SECURITY=noise`, or plaintext (unset or `plain`).
+    pub fn current() -> Security {
+        static CURRENT: OnceLock<Security> = OnceLock::new();
+        *CURRENT.get_or_init(|| match std::env::var("SYNCPEER_SECURITY").as_deref() {
+            Err(_) | Ok("" | "plain") => Security::Plain,
+            Ok("noise") => Security::Noise,
+            Ok(other) => panic!("SYNCPEER_SECURITY={other}: expected `noise` or `plain`"),
+        })
+    }
+
+    pub fn is_noise(self) -> bool {
+        self == Security::Noise
+    }
+}
+
+/// One end of a test connection: its socket and, over Noise, the session established on it.
+#[derive(Debug)]
+pub struct End {
+    pub socket: Socket,
+    pub session: Option<NoiseSession>,
+}
+
+impl End {
+    /// A peer builder on this end, inside its session if it has one.
+    pub fn builder(self) -> PeerBuilder {
+        let builder = Peer::builder(self.socket);
+        match self.session {
+            Some(session) => builder.noise(session),
+            None => builder,
+        }
+    }
+}
+
+/// Two connected sockets of the given transport, secured as [`Security::current`] says.
+pub fn sockets(kind: Transport) -> (End, End) {
     match kind {
         Transport::Tcp => tcp_pair(),
         Transport::Unix => unix_pair(),
     }
 }
 
-/// A connected TCP pair on loopback.
+/// A connected TCP pair on loopback, secured as [`Security::current`] says.
 #[track_caller]
-pub fn tcp_pair() -> (Socket, Socket) {
+pub fn tcp_pair() -> (End, End) {
+    let (a, b) = plain_tcp_pair();
+    secured(a.into(), b.into())
+}
+
+/// A connected TCP pair on loopback, never secured (for the tests' own remotes).
+#[track_caller]
+pub fn plain_tcp_pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let a = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
     let (b, _) = listener.accept().expect("accept");
-    (a.into(), b.into())
+    (a, b)
 }
 
-/// A connected Unix socket pair.
+/// A connected Unix socket pair, secured as [`Security::current`] says.
 #[track_caller]
-pub fn unix_pair() -> (Socket, Socket) {
+pub fn unix_pair() -> (End, End) {
     let (a, b) = UnixStream::pair().expect("socketpair");
-    (a.into(), b.into())
+    secured(a.into(), b.into())
+}
+
+/// Secures a connected pair made elsewhere (a relay's, say) as [`Security::current`] says: `a`
+/// dials (the Noise initiator), `b` answers.
+#[track_caller]
+pub fn secured(a: Socket, b: Socket) -> (End, End) {
+    secured_with(a, b, Security::current())
+}
+
+/// [`secured`] with the security given.
+#[track_caller]
+pub fn secured_with(a: Socket, b: Socket, security: Security) -> (End, End) {
+    if !security.is_noise() {
+        return (
+            End {
+                socket: a,
+                session: None,
+            },
+            End {
+                socket: b,
+                session: None,
+            },
+        );
+    }
+    let (sa, sb) = noise_handshake(&mut SocketIo(&a), &mut SocketIo(&b));
+    (
+        End {
+            socket: a,
+            session: Some(sa),
+        },
+        End {
+            socket: b,
+            session: Some(sb),
+        },
+    )
+}
+
+/// Node 1 (the dialer) and node 2 (the listener) of a test connection: fresh configurations
+/// (a fresh anti-replay table, so handshakes in quick succession are not replays), mutual
+/// authentication, each trusting the other.
+pub fn noise_configs() -> (NoiseConfig, NoiseConfig) {
+    static KEYS: OnceLock<(StaticKeypair, StaticKeypair)> = OnceLock::new();
+    let (ka, kb) = KEYS.get_or_init(|| {
+        (
+            StaticKeypair::from_private_bytes([0xa1; 32]),
+            StaticKeypair::from_private_bytes([0xb2; 32]),
+        )
+    });
+    let (ia, ib) = (PeerId::from_u64(1), PeerId::from_u64(2));
+    let trusted: TrustedPeers = [(ia, [ka.public_key()]), (ib, [kb.public_key()])]
+        .into_iter()
+        .collect();
+    (
+        NoiseConfig::new(ka.clone(), ia, AuthMode::Mutual, trusted.clone()),
+        NoiseConfig::new(kb.clone(), ib, AuthMode::Mutual, trusted),
+    )
+}
+
+/// Runs a Noise IK handshake between two blocking ends of one connection, on this thread (the
+/// two messages fit the socket buffers): `a` initiates. Reads are bounded by [`WAIT`].
+#[track_caller]
+pub fn noise_handshake(
+    a: &mut (impl Read + Write),
+    b: &mut (impl Read + Write),
+) -> (NoiseSession, NoiseSession) {
+    let (ca, cb) = noise_configs();
+    let mut init = Initiator::new(&ca, cb.peer_id(), cb.public_key(), SystemTime::now())
+        .expect("start the handshake");
+    a.write_all(init.first_message())
+        .expect("write the client message");
+    let mut msg = [0u8; CLIENT_MESSAGE_LEN];
+    b.read_exact(&mut msg).expect("read the client message");
+    let mut responder = Responder::new(&cb);
+    responder.read(&msg);
+    let Accepted { response, session } = responder.accept().expect("the client is let in");
+    b.write_all(&response).expect("write the answer");
+    let mut answer = [0u8; SERVER_MESSAGE_LEN];
+    a.read_exact(&mut answer).expect("read the answer");
+    init.read(&answer);
+    (init.finish().expect("the server is who we dialed"), session)
+}
+
+/// Blocking reads and writes on a [`Socket`], each read bounded by [`WAIT`].
+struct SocketIo<'a>(&'a Socket);
+
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0 {
+            Socket::Tcp(s) => {
+                s.set_read_timeout(Some(WAIT))?;
+                (&*s).read(buf)
+            }
+            Socket::Unix(s) => {
+                s.set_read_timeout(Some(WAIT))?;
+                (&*s).read(buf)
+            }
+        }
+    }
+}
+
+impl Write for SocketIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0 {
+            Socket::Tcp(s) => (&*s).write(buf),
+            Socket::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One side of a test connection: the handle and what it receives.
@@ -56,17 +232,12 @@ pub struct Side {
     pub disconnected: Receiver<Disconnected>,
 }
 
-pub fn spawn_side(
-    socket: Socket,
-    me: u64,
-    remote: u64,
-    config: PeerConfig,
-    capacity: usize,
-) -> Side {
+pub fn spawn_side(socket: End, me: u64, remote: u64, config: PeerConfig, capacity: usize) -> Side {
     let (tx, inbound): (Sender<Inbound>, _) = crossbeam_channel::bounded(capacity);
     let (dtx, disconnected) = crossbeam_channel::unbounded();
     let _ = me;
-    let handle = Peer::builder(socket)
+    let handle = socket
+        .builder()
         .config(config)
         .remote_peer_id(PeerId::from_u64(remote))
         .handler(DIRECT, tx.clone())
@@ -84,10 +255,7 @@ pub fn spawn_side(
 /// Two connected peers, A (id 1) and B (id 2).
 pub fn pair_with(kind: Transport, config: PeerConfig, capacity: usize) -> (Side, Side) {
     init_logging();
-    let (a, b) = match kind {
-        Transport::Tcp => tcp_pair(),
-        Transport::Unix => unix_pair(),
-    };
+    let (a, b) = sockets(kind);
     (
         spawn_side(a, 1, 2, config.clone(), capacity),
         spawn_side(b, 2, 1, config, capacity),
@@ -188,14 +356,15 @@ pub fn one_notice(rx: &Receiver<Disconnected>) -> Disconnected {
 /// Spawns a peer with one handler channel per `(protocol, capacity)`; returns the handle, the
 /// handler receivers (in the order given) and the disconnect receiver.
 pub fn spawn_peer(
-    socket: Socket,
+    socket: End,
     remote: u64,
     config: PeerConfig,
     handlers: &[(ProtocolId, usize)],
 ) -> (PeerHandle, Vec<Receiver<Inbound>>, Receiver<Disconnected>) {
     init_logging();
     let (dtx, drx) = crossbeam_channel::unbounded();
-    let mut builder = Peer::builder(socket)
+    let mut builder = socket
+        .builder()
         .config(config)
         .remote_peer_id(PeerId::from_u64(remote))
         .on_disconnect(dtx);
@@ -206,105 +375,6 @@ pub fn spawn_peer(
         receivers.push(rx);
     }
     (builder.spawn().expect("spawn peer"), receivers, drx)
-}
-
-/// The far end of a connection driven by hand, without a peer: it reads and writes raw bytes.
-#[derive(Debug)]
-pub enum Raw {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Read for Raw {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Raw::Tcp(s) => s.read(buf),
-            Raw::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Raw {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Raw::Tcp(s) => s.write(buf),
-            Raw::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Raw {
-    /// Bounds every later read and write by `t`.
-    pub fn set_timeouts(&self, t: Duration) {
-        match self {
-            Raw::Tcp(s) => {
-                s.set_read_timeout(Some(t)).unwrap();
-                s.set_write_timeout(Some(t)).unwrap();
-            }
-            Raw::Unix(s) => {
-                s.set_read_timeout(Some(t)).unwrap();
-                s.set_write_timeout(Some(t)).unwrap();
-            }
-        }
-    }
-
-    pub fn shutdown_write(&self) {
-        let _ = match self {
-            Raw::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Raw::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        };
-    }
-
-    /// Reads the next frame, waiting at most [`WAIT`] in all; `None` at a clean EOF.
-    #[track_caller]
-    pub fn read_frame(&mut self, decoder: &mut FrameDecoder) -> Option<MultiplexMessage> {
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(m) = decoder.decode().expect("the peer sends valid frames") {
-                return Some(m);
-            }
-            assert!(Instant::now() < deadline, "no frame within {WAIT:?}");
-            match self.read(&mut buf) {
-                Ok(0) => {
-                    assert!(decoder.is_idle(), "EOF inside a frame");
-                    return None;
-                }
-                Ok(n) => decoder.extend(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => panic!("raw read failed: {e}"),
-            }
-        }
-    }
-
-    /// Reads until EOF (bounded by [`WAIT`]) and returns every byte.
-    #[track_caller]
-    pub fn read_to_eof(&mut self) -> Vec<u8> {
-        self.set_timeouts(WAIT);
-        let mut all = Vec::new();
-        self.read_to_end(&mut all).expect("raw read to EOF in time");
-        all
-    }
-}
-
-/// A peer's socket and, connected to it, a raw end driven by the test.
-pub fn raw_pair(kind: Transport) -> (Socket, Raw) {
-    init_logging();
-    let raw = match kind {
-        Transport::Tcp => {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-            let a = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-            let (b, _) = listener.accept().expect("accept");
-            b.set_nodelay(true).unwrap();
-            return (a.into(), Raw::Tcp(b));
-        }
-        Transport::Unix => UnixStream::pair().expect("socketpair"),
-    };
-    (raw.0.into(), Raw::Unix(raw.1))
 }
 
 /// One whole frame (length prefix included) for `msg`.

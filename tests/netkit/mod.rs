@@ -1,17 +1,94 @@
 //! Helpers shared by the network tests: nodes on loopback, bounded polling, thread and
-//! descriptor counts, and a hand-written remote that speaks the upgrade byte by byte (to check
-//! the wire bytes independently of the library's encoder, and to play a misbehaving peer).
+//! descriptor counts, and a hand-written remote that speaks the plaintext upgrade byte by byte
+//! (to check the wire bytes independently of the library's encoder, and to play a misbehaving
+//! peer).
+//!
+//! Nodes run over Noise when `SYNCPEER_SECURITY=noise` is set, as the loopback harness does
+//! (`common`), and in insecure plaintext otherwise: node `n` holds the key [`key`]`(n)`, runs
+//! mutual authentication and trusts nodes 1 to [`TRUSTED`]. Dial through [`dial`], [`keep`]
+//! or [`Node::dial`], which pass the key when there is one. Tests that check the plaintext
+//! wire bytes build their nodes with [`plain_node`].
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::{Mutex, MutexGuard};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, unbounded};
-use syncpeer::network::NetworkEvent;
+use syncpeer::network::{ConnectError, KeepError, NetworkBuilder, NetworkEvent};
+use syncpeer::noise::{AuthMode, NoiseConfig, StaticKeypair, TrustedPeers};
 use syncpeer::{Inbound, Network, NetworkConfig, PeerId, ProtocolId};
+
+/// Nodes 1 to `TRUSTED` trust each other.
+pub const TRUSTED: u64 = 32;
+
+/// Whether the network suites run over Noise (`SYNCPEER_SECURITY=noise`).
+pub fn noise_on() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("SYNCPEER_SECURITY").as_deref() {
+        Err(_) | Ok("" | "plain") => false,
+        Ok("noise") => true,
+        Ok(other) => panic!("SYNCPEER_SECURITY={other}: expected `noise` or `plain`"),
+    })
+}
+
+/// Node `n`'s static key pair (the same in every test).
+pub fn key(n: u64) -> StaticKeypair {
+    static KEYS: OnceLock<Vec<StaticKeypair>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| (0..=TRUSTED).map(key_of).collect());
+    keys.get(n as usize).cloned().unwrap_or_else(|| key_of(n))
+}
+
+fn key_of(n: u64) -> StaticKeypair {
+    // Away from the bits x25519 clamps (the low three of byte 0, the top of byte 31).
+    let mut private = [0x5a; 32];
+    private[8..16].copy_from_slice(&n.to_le_bytes());
+    StaticKeypair::from_private_bytes(private)
+}
+
+/// Nodes 1 to [`TRUSTED`] with their keys.
+pub fn trusted() -> TrustedPeers {
+    (1..=TRUSTED)
+        .map(|n| (id(n), [key(n).public_key()]))
+        .collect()
+}
+
+/// Node `n`'s Noise configuration: its key, mutual authentication, nodes 1 to [`TRUSTED`]
+/// trusted.
+pub fn noise_config(n: u64) -> NoiseConfig {
+    NoiseConfig::new(key(n), id(n), AuthMode::Mutual, trusted())
+}
+
+/// A builder for node `n`, secured as the suites run.
+pub fn builder(n: u64) -> NetworkBuilder {
+    let b = Network::builder(id(n));
+    if noise_on() {
+        b.noise(noise_config(n))
+    } else {
+        b.insecure_plaintext()
+    }
+}
+
+/// Dials node `n` at `addr`: on a Noise network naming its id and key, in plaintext whoever
+/// answers.
+pub fn dial(net: &Network, addr: impl ToSocketAddrs, n: u64) -> Result<PeerId, ConnectError> {
+    if net.noise_config().is_some() {
+        net.connect(addr, id(n), key(n).public_key())
+    } else {
+        net.connect_insecure(addr)
+    }
+}
+
+/// Keeps node `n`, at `addr`, connected.
+pub fn keep(net: &Network, n: u64, addr: impl ToSocketAddrs) -> Result<(), KeepError> {
+    if net.noise_config().is_some() {
+        net.keep_connected(id(n), addr, key(n).public_key())
+    } else {
+        net.keep_connected_insecure(id(n), addr)
+    }
+}
 
 /// Bound for every blocking wait: long enough for a loaded 2-core machine.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -26,10 +103,18 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 pub struct Node {
+    pub n: u64,
     pub net: Network,
     pub addr: SocketAddr,
     pub inbound: Receiver<Inbound>,
     pub events: Receiver<NetworkEvent>,
+}
+
+impl Node {
+    /// Dials `other` (see [`dial`]).
+    pub fn dial(&self, other: &Node) -> Result<PeerId, ConnectError> {
+        dial(&self.net, other.addr, other.n)
+    }
 }
 
 /// No health checks, short handshakes, fast redials.
@@ -49,10 +134,27 @@ pub fn id(n: u64) -> PeerId {
     PeerId::from_u64(n)
 }
 
-/// Node `n` with a handler for `VOTES`, listening on `listen` (port 0 for any).
+/// Node `n` with a handler for `VOTES`, listening on `listen` (port 0 for any), secured as the
+/// suites run.
 pub fn node_at(n: u64, config: NetworkConfig, listen: &str) -> Node {
+    start(n, builder(n), config, listen)
+}
+
+/// Node `n` in insecure plaintext whatever the suites run, for tests that check the
+/// plaintext wire bytes.
+pub fn plain_node(n: u64, config: NetworkConfig) -> Node {
+    let b = Network::builder(id(n)).insecure_plaintext();
+    start(n, b, config, "127.0.0.1:0")
+}
+
+/// Node `n` from `builder` (its security chosen), listening on any port.
+pub fn node_from(n: u64, builder: NetworkBuilder, config: NetworkConfig) -> Node {
+    start(n, builder, config, "127.0.0.1:0")
+}
+
+fn start(n: u64, builder: NetworkBuilder, config: NetworkConfig, listen: &str) -> Node {
     let (tx, inbound) = unbounded();
-    let net = Network::builder(id(n))
+    let net = builder
         .handler(VOTES, tx)
         .config(config)
         .build()
@@ -60,6 +162,7 @@ pub fn node_at(n: u64, config: NetworkConfig, listen: &str) -> Node {
     let events = net.events();
     let addr = net.listen(listen).expect("listen");
     Node {
+        n,
         net,
         addr,
         inbound,
@@ -135,6 +238,14 @@ pub fn threads_back_to(count: usize, what: &str) {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// The library's threads at the start of a test that counts them: none, once those of earlier
+/// tests have ended (a connection's closer may outlive its test by a moment, and counting it
+/// in would make the test wait for a count it can never get back to). Bounded by `WAIT`.
+pub fn threads_at_start() -> usize {
+    eventually("the threads of earlier tests to end", || threads() == 0);
+    0
 }
 
 /// Open file descriptors of this process.
