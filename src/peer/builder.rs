@@ -130,9 +130,7 @@ impl PeerBuilder {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (read_half, write_half) = self.socket.split()?;
         let reader_poll = mio::Poll::new()?;
-        let writer_poll = mio::Poll::new()?;
         let reader_waker = mio::Waker::new(reader_poll.registry(), super::reader::WAKER)?;
-        let writer_waker = mio::Waker::new(writer_poll.registry(), super::writer::WAKER)?;
 
         let counters = Arc::new(Counters::default());
         let (outbox, outbox_rx) = Outbox::new(self.config.outbox_capacity, counters.clone());
@@ -145,7 +143,6 @@ impl PeerBuilder {
             outbox,
             counters,
             reader_waker,
-            writer_waker,
         ));
         let handlers = Handlers::new(self.handlers);
         let (sealing, opening) = self.security.split();
@@ -153,7 +150,7 @@ impl PeerBuilder {
         // If a spawn fails, the threads already running end on their own: the writer when
         // every sender of the frames channel is dropped (here, on return), the reader when
         // told to stop.
-        let writer = Writer::new(shared.clone(), write_half, writer_poll, frames_rx, sealing);
+        let writer = Writer::new(shared.clone(), write_half, frames_rx, sealing);
         let writer = spawn_named("syncpeer-writer", &shared, move || writer.run())?;
         let reader = Reader::new(
             shared.clone(),

@@ -29,7 +29,10 @@ pub(crate) fn start(shared: &Arc<Shared>, reason: DisconnectReason, abort: bool)
         shared.stop_reader();
     }
     // The writer may be waiting on a full socket with an older deadline.
-    let _ = shared.writer_waker.wake();
+    // (No waker yet: the writer has never waited, and reads the deadline before it does.)
+    if let Some(waker) = shared.writer_waker.get() {
+        let _ = waker.wake();
+    }
     if let Some(threads) = threads {
         spawn_closer(shared.clone(), threads);
     }

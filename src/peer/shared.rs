@@ -4,8 +4,8 @@
 //! socket's write side.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -155,7 +155,7 @@ pub(crate) struct Shared {
     pub(crate) reader_waker: mio::Waker,
     pub(crate) reader_stop_signal: Signal,
     /// Interrupts the writer's wait for a writable socket (the deadline changed).
-    pub(crate) writer_waker: mio::Waker,
+    pub(crate) writer_waker: OnceLock<mio::Waker>,
 }
 
 impl Shared {
@@ -165,7 +165,6 @@ impl Shared {
         outbox: Outbox,
         counters: Arc<Counters>,
         reader_waker: mio::Waker,
-        writer_waker: mio::Waker,
     ) -> Shared {
         Shared {
             max_payload: config.max_payload(),
@@ -189,7 +188,7 @@ impl Shared {
             reader_stop: AtomicBool::new(false),
             reader_waker,
             reader_stop_signal: Signal::new(),
-            writer_waker,
+            writer_waker: OnceLock::new(),
         }
     }
 

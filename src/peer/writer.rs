@@ -35,7 +35,7 @@ use super::socket::Half;
 use super::spin;
 use super::transport::{self, Sealing};
 
-pub(crate) const WAKER: Token = Token(1);
+const WAKER: Token = Token(1);
 const SOCKET: Token = Token(0);
 
 /// Most slices handed to one `writev`.
@@ -46,7 +46,9 @@ const MAX_BATCHES: usize = 64;
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     half: Half,
-    poll: Poll,
+    /// Created at the first `WouldBlock`: most connections never wait for the socket, and a
+    /// poll and its waker cost four system calls at every connection's start.
+    poll: Option<Poll>,
     frames: Receiver<ToWriter>,
     /// Plaintext, or the sending half of a Noise session (see `transport.rs`).
     sealing: Sealing,
@@ -79,14 +81,13 @@ impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         half: Half,
-        poll: Poll,
         frames: Receiver<ToWriter>,
         sealing: Sealing,
     ) -> Writer {
         Writer {
             shared,
             half,
-            poll,
+            poll: None,
             frames,
             sealing,
             broken: false,
@@ -94,15 +95,6 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self) {
-        let fd = self.half.raw_fd();
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)
-        {
-            log::error!("peer {}: cannot poll the socket: {e}", self.shared.remote);
-            self.fail();
-        }
         let mut batches: Vec<Batch> = Vec::new();
         loop {
             let Some(first) = self.next() else {
@@ -169,6 +161,13 @@ impl Writer {
                 Ok(_) => last_progress = Instant::now(),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Before the deadline is read: a close that starts after this finds the
+                    // waker, and one that started before has its deadline read below.
+                    if let Err(e) = self.ensure_poll() {
+                        log::error!("peer {}: cannot poll the socket: {e}", self.shared.remote);
+                        self.fail();
+                        continue;
+                    }
                     let config = &self.shared.config;
                     let write_deadline =
                         crate::proto::deadline_after(last_progress, config.write_timeout);
@@ -191,7 +190,8 @@ impl Writer {
                         }
                         continue;
                     }
-                    match self.poll.poll(&mut events, Some(deadline - now)) {
+                    let poll = self.poll.as_mut().expect("created above");
+                    match poll.poll(&mut events, Some(deadline - now)) {
                         Ok(()) => {}
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(e) => {
@@ -206,6 +206,23 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Creates the poll on which the writer waits for a writable socket, and publishes its
+    /// waker (`Shared::writer_waker`) for the close to interrupt the wait.
+    fn ensure_poll(&mut self) -> std::io::Result<()> {
+        if self.poll.is_some() {
+            return Ok(());
+        }
+        let poll = Poll::new()?;
+        let fd = self.half.raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        // Only this thread sets it, once.
+        let _ = self.shared.writer_waker.set(waker);
+        self.poll = Some(poll);
+        Ok(())
     }
 
     /// One vectored write of as much as the socket takes; settles what it completes.
