@@ -10,8 +10,8 @@
 //!   channel;
 //! - a **writer** writing what the frames channel brings.
 //!
-//! No codec, no session, no framing (the application counts bytes), no fast path that skips
-//! the mux and no polling besides crossbeam's own brief back-off before a receiver parks.
+//! No codec, no session, no framing (the application counts bytes), and no polling besides
+//! crossbeam's own brief back-off before a receiver parks.
 //! Only the echo round trip is measured (an RPC would need the session). The server's
 //! application is a thread that sends back whatever it receives, as the syncpeer side's echo.
 

@@ -10,6 +10,9 @@
 //! only the concurrency architecture differs:
 //!
 //! - **syncpeer**: the library (reader, mux and writer threads), the application on threads;
+//! - **tuned** (latency sections): syncpeer with a `ThreadTuning` on every thread of the
+//!   path, the application's included: `SCHED_FIFO` priority 1 where the process may use it,
+//!   else a 100 µs slice (the table's header says which ran);
 //! - **async**: `tests/support/async_peer.rs`, the Aptos `Peer` actor's three tasks on a tokio
 //!   multi-threaded runtime (one worker per core), the application as tasks; the shutdown
 //!   section also runs its fixed variants;
@@ -21,8 +24,9 @@
 //! - **ceiling** (latency sections, echo only): the design ceiling of `ceiling.rs`, syncpeer's
 //!   reader → mux → writer threads and crossbeam channels with nothing inside (no codec, no
 //!   session), so that what the shape costs stands next to what the library adds. It parks on
-//!   every hop, as a plain use of crossbeam does; syncpeer polls before parking and lets a
-//!   direct send skip the mux, so on a quiet machine it can come in under its "ceiling".
+//!   every hop, as a plain use of crossbeam does; syncpeer's reader and mux poll for
+//!   `PeerConfig::spin` before parking and its reader delivers to the application directly,
+//!   so on a quiet machine it can come in under its "ceiling".
 //!
 //! Repetitions are interleaved (syncpeer, async, floor, ceiling, then again, the starting side
 //! rotating each repetition), so a change in machine load hits all sides. Every ratio in the table is
@@ -53,7 +57,8 @@
 //! under contention, and the throughput per payload size.
 //!
 //! `SYNCPEER_BENCH_ONLY=latency,contention,throughput,shutdown,scale` (any subset) runs only
-//! those sections, `SYNCPEER_BENCH_SIDE=syncpeer|async|floor|ceiling` only that side and
+//! those sections, `SYNCPEER_BENCH_SIDE=syncpeer|tuned|async|floor|ceiling` only that side
+//! (`syncpeer` takes `syncpeer+noise` along, `async` its fixed variants) and
 //! `SYNCPEER_BENCH_SIZE=1048576` only that throughput payload size, e.g.
 //! `SYNCPEER_BENCH_QUICK=1 SYNCPEER_BENCH_ONLY=latency SYNCPEER_BENCH_SIDE=syncpeer
 //! valgrind --tool=callgrind target/release/deps/compare-*`.
