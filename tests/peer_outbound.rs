@@ -14,7 +14,7 @@ use syncpeer::{
 /// Size of each message used to fill a stalled connection.
 const CHUNK: usize = 64 * 1024;
 /// Upper bound on what the pipeline can absorb before `send` backs up: kernel buffers, the
-/// batch the writer holds and the lane hold a few tens of MiB.
+/// batch the writer holds, the frames channel's batch and the outbox hold a few tens of MiB.
 const MAX_FILL: usize = 256 << 20;
 
 /// True if `a` is the very buffer `b` (handed back, not copied).
@@ -63,7 +63,7 @@ fn full_outbox_hands_the_payload_back() {
             Err(SendTimeoutError::Timeout(back)) => assert!(same_buffer(&back, &payload)),
             other => panic!("{t:?}: expected Timeout, got {other:?}"),
         }
-        // The lane holds `outbox_capacity` messages behind the batch the writer is stuck on.
+        // The outbox holds `outbox_capacity` messages behind the batches the mux and the writer hold.
         assert_eq!(h.metrics().outbox_depth, OUTBOX as u64, "{t:?}");
         assert_eq!(h.metrics().messages_accepted, accepted, "{t:?}");
 

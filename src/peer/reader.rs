@@ -84,7 +84,7 @@ pub(crate) struct Reader {
     /// Counts not yet added to the shared counters.
     frames: u64,
     delivered: u64,
-    /// Dropped when the thread ends: the supervisor waits on it with a deadline.
+    /// Dropped when the thread ends: the closer waits on it with a deadline.
     _done: Sender<()>,
 }
 
