@@ -44,7 +44,8 @@
 //! ```
 //!
 //! Every outgoing message travels application → outbox → mux → frames channel → writer; only
-//! the writer writes the socket. The reader waits only in `mio::Poll`, the mux only in a
+//! the writer writes the socket. The reader waits in `mio::Poll` (and, while a
+//! [`Handler::blocking`] channel is full, in a `Select` for room in it), the mux only in a
 //! crossbeam `Select`, the writer only on the frames channel (and its own `Poll` when the socket
 //! is full). The close joins the mux, then sends `DrainAndClose` through the frames channel, so
 //! every frame is ahead of it; how that sequence loses nothing is described in [`peer`].
@@ -71,7 +72,7 @@
 //!   and reader threads each own one half of the session.
 //! * [`config`], [`error`]: configuration and per-operation errors.
 //! * [`sched`]: [`ThreadTuning`], how a connection's threads ask to be scheduled (a short
-//!   slice, CPU affinity), for latency on a busy machine.
+//!   slice, CPU affinity, `SCHED_FIFO`), for latency on a busy machine.
 #![deny(missing_docs)]
 
 pub mod config;
