@@ -98,3 +98,8 @@ pub use peer::{
 };
 pub use proto::ProtocolId;
 pub use sched::ThreadTuning;
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
