@@ -223,6 +223,30 @@ impl Batch {
     }
 }
 
+/// The bytes of `batches` not yet written, in order, as at most `max` slices.
+pub(crate) fn unwritten(batches: &[Batch], max: usize) -> Vec<IoSlice<'_>> {
+    let mut slices = Vec::with_capacity(max);
+    for b in batches {
+        b.unwritten(&mut slices, max);
+        if slices.len() == max {
+            break;
+        }
+    }
+    slices
+}
+
+/// Records `n` more bytes of `batches`, in order, as written; returns what they settled.
+pub(crate) fn advance(batches: &mut [Batch], mut n: usize) -> Settled {
+    let mut done = Settled::default();
+    for b in batches {
+        if n == 0 {
+            break;
+        }
+        n -= b.advance(n, &mut done);
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::TrySendError;
@@ -68,10 +69,7 @@ fn run(shared: &Shared, threads: Threads) {
     } = threads;
     // 3. Join the mux: when it returns, every accepted command has been turned into frames in
     // the frames channel (or settled as abandoned).
-    if mux.join().is_err() {
-        shared.panicked.store(true, Ordering::SeqCst);
-        log::error!("peer {}: mux thread panicked", shared.remote);
-    }
+    join(shared, mux, "mux");
     // What a mux that panicked left in the outbox is settled here (after a normal exit it is
     // closed and empty).
     shared.outbox.close();
@@ -83,18 +81,12 @@ fn run(shared: &Shared, threads: Threads) {
     let _ = frames.send(ToWriter::DrainAndClose);
     drop(frames);
     // 5. The writer writes what is ahead of the marker and half-closes.
-    if writer.join().is_err() {
-        shared.panicked.store(true, Ordering::SeqCst);
-        log::error!("peer {}: writer thread panicked", shared.remote);
-    }
+    join(shared, writer, "writer");
     // 6. The reader reads until the remote's EOF (it then ends) or the deadline.
     let deadline = shared.deadline().unwrap_or_else(Instant::now);
     let _ = reader_done.recv_deadline(deadline);
     shared.stop_reader();
-    if reader.join().is_err() {
-        shared.panicked.store(true, Ordering::SeqCst);
-        log::error!("peer {}: reader thread panicked", shared.remote);
-    }
+    join(shared, reader, "reader");
     // Requests the mux never took were received and not delivered.
     shared.count_requests_left_to_mux();
     // 7. The one notice, and the report. The notice goes first when its channel has room,
@@ -122,6 +114,14 @@ fn run(shared: &Shared, threads: Threads) {
         && tx.send(notice).is_err()
     {
         log::debug!("peer {}: the notice's receiver left", shared.remote);
+    }
+}
+
+/// Joins a connection thread; a panic on it is recorded for the report and logged.
+fn join(shared: &Shared, thread: JoinHandle<()>, name: &str) {
+    if thread.join().is_err() {
+        shared.panicked.store(true, Ordering::SeqCst);
+        log::error!("peer {}: {name} thread panicked", shared.remote);
     }
 }
 

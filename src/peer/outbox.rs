@@ -260,12 +260,10 @@ impl Outbox {
     pub(crate) fn close_input(&self) {
         {
             let mut intake = self.intake.write();
-            if let Intake::Open(_) = &*intake {
-                let Intake::Open(tx) = std::mem::replace(&mut *intake, Intake::Closed) else {
-                    unreachable!("matched above")
-                };
-                *intake = Intake::RepliesOnly(tx);
-            }
+            *intake = match std::mem::replace(&mut *intake, Intake::Closed) {
+                Intake::Open(tx) | Intake::RepliesOnly(tx) => Intake::RepliesOnly(tx),
+                Intake::Closed => Intake::Closed,
+            };
             self.accepting.store(false, SeqCst);
         }
         self.input_closed.fire();

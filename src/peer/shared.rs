@@ -266,6 +266,14 @@ impl Shared {
         );
     }
 
+    /// Counts one write of `wire` bytes to the socket and what it settled.
+    pub(crate) fn count_write(&self, wire: usize, s: Settled) {
+        let c = &self.counters;
+        Counters::add(&c.write_calls, 1);
+        Counters::add(&c.wire_bytes_out, wire as u64);
+        self.count_written(s);
+    }
+
     /// Adds what the writer (or the mux, at the end) settled as written.
     pub(crate) fn count_written(&self, s: Settled) {
         let c = &self.counters;
@@ -281,6 +289,11 @@ impl Shared {
     /// Counts `s`'s messages and bytes, and releases its responses and error replies from
     /// the bounds on what is unsent.
     fn settle(&self, s: Settled, messages: &AtomicU64, bytes: &AtomicU64) {
+        if s == Settled::default() {
+            // Nothing settled (a batch written whole has nothing left to abandon): no
+            // read-modify-write on lines the other threads use.
+            return;
+        }
         Counters::add(messages, s.messages);
         Counters::add(bytes, s.bytes);
         self.responses_unsent

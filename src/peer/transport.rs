@@ -20,7 +20,7 @@ use std::io::{self, IoSlice};
 
 use bytes::BytesMut;
 
-use super::batch::{Batch, Settled};
+use super::batch::{self, Batch};
 use super::metrics::Counters;
 use super::shared::Shared;
 use super::socket::Half;
@@ -141,30 +141,14 @@ pub(crate) fn write_sealed(
     batches: &mut [Batch],
 ) -> io::Result<usize> {
     if out.is_empty() {
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_SLICES);
-        for b in batches.iter() {
-            b.unwritten(&mut slices, MAX_SLICES);
-            if slices.len() == MAX_SLICES {
-                break;
-            }
-        }
+        let slices = batch::unwritten(batches, MAX_SLICES);
         if let Err(e) = out.seal(slices.iter().map(|s| &**s), SEAL_MAX) {
             Counters::add(&shared.counters.noise_errors, 1);
             return Err(io::Error::other(e));
         }
     }
     let written = half.write_vectored(&[IoSlice::new(out.unwritten())])?;
-    let counters = &shared.counters;
-    Counters::add(&counters.write_calls, 1);
-    Counters::add(&counters.wire_bytes_out, written as u64);
-    let (mut n, mut done) = (out.wrote(written), Settled::default());
-    for b in batches.iter_mut() {
-        if n == 0 {
-            break;
-        }
-        n -= b.advance(n, &mut done);
-    }
-    shared.count_written(done);
+    shared.count_write(written, batch::advance(batches, out.wrote(written)));
     Ok(written)
 }
 

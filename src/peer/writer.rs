@@ -16,7 +16,7 @@
 //! (`transport.rs`), and a message counts as written when the Noise message holding its last
 //! byte is whole on the wire.
 
-use std::io::{ErrorKind, IoSlice};
+use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,7 +27,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::DisconnectReason;
-use super::batch::{Batch, Settled, ToWriter};
+use super::batch::{self, Batch, Settled, ToWriter};
 use super::close;
 use super::metrics::Counters;
 use super::shared::Shared;
@@ -147,7 +147,6 @@ impl Writer {
 
     /// Writes every batch whole, or gives up (the caller abandons what is left).
     fn write_all(&mut self, batches: &mut [Batch]) {
-        let mut events = Events::with_capacity(4);
         let mut last_progress = Instant::now();
         while !batches.iter().all(Batch::is_written) {
             if self.broken || self.shared.is_aborted() {
@@ -191,6 +190,8 @@ impl Writer {
                         continue;
                     }
                     let poll = self.poll.as_mut().expect("created above");
+                    // Only the wake-up matters, not which event it was.
+                    let mut events = Events::with_capacity(2);
                     match poll.poll(&mut events, Some(deadline - now)) {
                         Ok(()) => {}
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -230,26 +231,11 @@ impl Writer {
         if let Sealing::Noise(out) = &mut self.sealing {
             return transport::write_sealed(&self.half, &self.shared, out, batches);
         }
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV);
-        for b in batches.iter() {
-            b.unwritten(&mut slices, MAX_IOV);
-            if slices.len() == MAX_IOV {
-                break;
-            }
-        }
+        let slices = batch::unwritten(batches, MAX_IOV);
         let written = self.half.write_vectored(&slices)?;
         drop(slices);
-        let counters = &self.shared.counters;
-        Counters::add(&counters.write_calls, 1);
-        Counters::add(&counters.wire_bytes_out, written as u64);
-        let (mut n, mut done) = (written, Settled::default());
-        for b in batches.iter_mut() {
-            if n == 0 {
-                break;
-            }
-            n -= b.advance(n, &mut done);
-        }
-        self.shared.count_written(done);
+        self.shared
+            .count_write(written, batch::advance(batches, written));
         Ok(written)
     }
 }
