@@ -15,6 +15,8 @@
 //! heavy size (`scripts/stress.sh`, in release). `SYNCPEER_SEED=n` repeats a run.
 
 mod harness;
+// Both include the test watchdog (`tests/support/watchdog.rs`); this suite uses netkit's.
+#[allow(clippy::duplicate_mod)]
 mod netkit;
 
 use std::collections::HashMap;

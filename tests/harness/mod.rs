@@ -3,6 +3,9 @@
 //! serialises the tests of one binary (so thread counts mean something), and bounded waits.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../support/watchdog.rs"]
+mod watchdog;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::thread::JoinHandle;
@@ -159,9 +162,19 @@ pub fn peer_panics() -> u64 {
 }
 
 /// Serialises the tests of one binary: thread counts and timings are then this test's own.
-pub fn serial() -> MutexGuard<'static, ()> {
+pub fn serial() -> Serial {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    Serial {
+        _watch: watchdog::watch(),
+        _lock: lock,
+    }
+}
+
+/// Held for the whole of a test: the binary's lock and the watchdog that bounds the test.
+pub struct Serial {
+    _watch: watchdog::Watchdog,
+    _lock: MutexGuard<'static, ()>,
 }
 
 /// Runs the test body with the binary's tests serialised, then checks that every thread it

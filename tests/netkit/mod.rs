@@ -10,6 +10,9 @@
 //! wire bytes build their nodes with [`plain_node`].
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../support/watchdog.rs"]
+mod watchdog;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -96,10 +99,21 @@ pub const VOTES: ProtocolId = ProtocolId(1);
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// One test at a time: thread and descriptor counts see the whole process.
-pub fn serial() -> MutexGuard<'static, ()> {
+/// Held for the whole of a test: the lock that runs one test at a time (thread and descriptor
+/// counts see the whole process) and the watchdog that bounds it.
+pub struct Serial {
+    _watch: watchdog::Watchdog,
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// One test at a time, and within the watchdog's limit.
+pub fn serial() -> Serial {
     let _ = env_logger::builder().is_test(true).try_init();
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    let lock = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Serial {
+        _watch: watchdog::watch(),
+        _lock: lock,
+    }
 }
 
 pub struct Node {
